@@ -1,0 +1,283 @@
+"""HassModel: one generation loop for speculative (target + draft) and plain (target only) decoding.
+
+Each cycle: the draft expands a dynamic tree below the last accepted token (the root); the target scores the
+whole tree in one forward (tree attention mask + explicit position ids); verification picks the accepted path
+and a bonus token; both KV caches keep exactly the accepted context. Without a draft the tree is the root
+alone, so the vanilla baseline runs through the same loop and cache.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from . import hf
+from .config import SamplingConfig, TreeConfig
+from .draft import DraftModel
+from .errors import CheckpointError
+from .tree import Tree, build_tree, select_tree
+from .verify import process_logits, sample, verify_greedy, verify_sampling
+
+
+@dataclass
+class GenerationOutput:
+    sequences: torch.Tensor  # (1, prompt_len + new_tokens)
+    new_tokens: int
+    accept_lengths: list[int] = field(default_factory=list)  # tokens per target forward after the prefill
+
+    @property
+    def target_forwards(self) -> int:
+        """Target forward passes, the prefill included."""
+        return 1 + len(self.accept_lengths)
+
+
+class HassModel(nn.Module):
+    """A Hugging Face causal LM (the target) plus an optional HASS/EAGLE draft.
+
+    ``generate`` returns exactly what the target alone would produce: token for token under greedy decoding,
+    in distribution under sampling.
+    """
+
+    def __init__(self, target: nn.Module, draft: DraftModel | None = None, tokenizer=None):
+        super().__init__()
+        if draft is not None:
+            draft.check_matches(target.config)
+        self.target = target.eval()
+        self.draft = draft.eval() if draft is not None else None
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        base_model_path: str | os.PathLike,
+        draft_model_path: str | os.PathLike | None = None,
+        dtype: torch.dtype = torch.bfloat16,
+        device: str | torch.device = "cpu",
+        attn_implementation: str = "sdpa",
+    ) -> "HassModel":
+        """Load the target (any transformers causal LM folder), its tokenizer, and a draft (or None)."""
+        base = Path(base_model_path)
+        if not (base / "config.json").is_file():
+            raise CheckpointError(f"target model folder {str(base)!r} does not exist or has no config.json")
+        draft = DraftModel.from_pretrained(draft_model_path, dtype=dtype, device=device) if draft_model_path else None
+        target = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, attn_implementation=attn_implementation)
+        target.to(device)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(base)
+        except (OSError, ValueError):
+            tokenizer = None  # a bare model folder: callers pass token ids
+        return cls(target, draft, tokenizer)
+
+    @property
+    def device(self) -> torch.device:
+        return self.target.get_input_embeddings().weight.device
+
+    # ------------------------------------------------------------------ public API
+    @torch.inference_mode()
+    def generate(self, input_ids: torch.Tensor, **kwargs) -> GenerationOutput:
+        """Generate until an eos token, ``max_new_tokens``, or the end of the model's context.
+
+        Arguments as in ``stream``. Returns the sequences, the number of new tokens and the accept length of
+        every target forward after the prefill.
+        """
+        out = GenerationOutput(sequences=input_ids, new_tokens=0)
+        chunks = [input_ids.reshape(1, -1).to(self.device)]
+        for i, ids in enumerate(self.stream(input_ids, **kwargs)):
+            if i > 0:
+                out.accept_lengths.append(len(ids))
+            out.new_tokens += len(ids)
+            chunks.append(torch.tensor([ids], device=self.device))
+        out.sequences = torch.cat(chunks, dim=1)
+        return out
+
+    @torch.inference_mode()
+    def stream(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int = 512,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        tree: TreeConfig | None = None,
+        eos_token_id: int | Sequence[int] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[list[int]]:
+        """Yield the newly accepted token ids of every target forward (the prefill's first token first).
+
+        input_ids: (1, T) or (T,) prompt. temperature 0 = greedy; top_p / top_k process the target's
+        distribution as in transformers. tree: the draft tree shape (TreeConfig(60, 6, 10) by default; ignored
+        without a draft). eos_token_id: int or list; default from the generation config / tokenizer.
+        generator: a torch.Generator for reproducible sampling.
+        """
+        prompt = self._check_inputs(input_ids, max_new_tokens)
+        sampling = SamplingConfig(temperature=float(temperature), top_p=float(top_p), top_k=int(top_k))
+        tree_cfg = tree if tree is not None else TreeConfig()
+        if not isinstance(tree_cfg, TreeConfig):
+            raise TypeError(f"tree must be a hass.TreeConfig, got {type(tree_cfg).__name__}")
+        tree_cfg.check_vocab(self.target.config.vocab_size)
+        eos = self._eos_ids(eos_token_id)
+        yield from self._decode(prompt, max_new_tokens, sampling, tree_cfg, eos, generator)
+
+    # ------------------------------------------------------------------ the loop
+    def _decode(self, prompt, max_new_tokens, sampling, tree_cfg, eos, generator) -> Iterator[list[int]]:
+        target, draft = self.target, self.draft
+        embed, lm_head = target.get_input_embeddings(), target.get_output_embeddings()
+        dtype, device = embed.weight.dtype, prompt.device
+        n_prompt = prompt.shape[1]
+        t_cache = hf.new_cache(target.config, n_prompt + max_new_tokens + tree_cfg.total_tokens + 1)
+        d_cache = hf.new_cache(draft.config, n_prompt + max_new_tokens + tree_cfg.top_k * tree_cfg.depth + 2) if draft else None
+
+        def pick(logits: torch.Tensor) -> int:  # (V,) -> a token from the processed distribution
+            if sampling.greedy:
+                return int(logits.argmax())
+            return sample(process_logits(logits, sampling), generator)
+
+        # prefill: target features of the whole prompt, and the first new token from its last position
+        positions = torch.arange(n_prompt, device=device)[None]
+        causal = hf.additive_mask(torch.ones(n_prompt, n_prompt, dtype=torch.bool, device=device).tril(), dtype)
+        features, logits = hf.target_forward(target, prompt, positions, causal[None, None], t_cache, n_prompt - 1)
+        root = pick(logits[0, -1])
+        produced = 1
+        yield [root]
+        if root in eos or produced >= max_new_tokens:
+            return
+        context = n_prompt  # tokens with target KV; the root is the next one
+        if draft is not None:  # the draft consumes pairs (f_t, x_{t+1}) for t < context
+            next_tokens = torch.cat([prompt[:, 1:], prompt.new_tensor([[root]])], dim=1)
+            hidden = draft(features, embed(next_tokens), positions, None, d_cache)[:, -1]  # (1, h)
+
+        while True:
+            if draft is not None:
+                tree = expand_tree(draft, embed, lm_head, hidden, d_cache, root, tree_cfg)
+            else:
+                tree = _root_only(root, device)
+            keep = torch.cat([torch.ones(tree.size, context, dtype=torch.bool, device=device), tree.mask], dim=1)
+            features, logits = hf.target_forward(
+                target, tree.tokens[None], (context + tree.depths)[None], hf.additive_mask(keep, dtype)[None, None], t_cache
+            )
+            if sampling.greedy:
+                nodes, bonus = verify_greedy(tree, logits[0])
+            else:
+                nodes, bonus = verify_sampling(tree, logits[0], sampling, generator)
+            t_cache.compact(context, nodes)
+            new = tree.tokens[nodes[1:]].tolist() + [bonus]
+            emitted = _truncate(new, eos, max_new_tokens - produced)
+            produced += len(emitted)
+            yield emitted
+            if len(emitted) < len(new) or emitted[-1] in eos or produced >= max_new_tokens:
+                return
+            if draft is not None:
+                d_cache.crop(context)
+                n = nodes.numel()
+                next_tokens = torch.tensor([new], device=device)
+                pos = torch.arange(context, context + n, device=device)[None]
+                hidden = draft(features[:, nodes], embed(next_tokens), pos, None, d_cache)[:, -1]
+            context += nodes.numel()
+            root = bonus
+
+    # ------------------------------------------------------------------ checks
+    def _check_inputs(self, input_ids, max_new_tokens) -> torch.Tensor:
+        if not isinstance(input_ids, torch.Tensor):
+            raise TypeError(f"input_ids must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
+        if input_ids.dim() == 2 and input_ids.shape[0] != 1:
+            raise ValueError(f"batch size must be 1, got input_ids of shape {tuple(input_ids.shape)}")
+        if input_ids.dim() not in (1, 2):
+            raise ValueError(f"input_ids must have shape (1, T) or (T,), got {tuple(input_ids.shape)}")
+        if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+            raise TypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+        prompt = input_ids.reshape(1, -1).to(self.device, torch.long)
+        if prompt.shape[1] == 0:
+            raise ValueError("the prompt is empty: input_ids has no tokens")
+        vocab = self.target.config.vocab_size
+        bad = (prompt < 0) | (prompt >= vocab)
+        if bad.any():
+            raise ValueError(f"input_ids holds token id {int(prompt[bad][0])} outside the vocabulary [0, {vocab})")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+        limit = getattr(self.target.config, "max_position_embeddings", None)
+        if limit is not None and prompt.shape[1] + max_new_tokens > limit:
+            raise ValueError(
+                f"prompt ({prompt.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) is over the model's "
+                f"maximum length {limit}"
+            )
+        return prompt
+
+    def _eos_ids(self, eos_token_id) -> frozenset[int]:
+        if eos_token_id is None:
+            gen_cfg = getattr(self.target, "generation_config", None)
+            eos_token_id = getattr(gen_cfg, "eos_token_id", None)
+            if eos_token_id is None and self.tokenizer is not None:
+                eos_token_id = self.tokenizer.eos_token_id
+        if eos_token_id is None:
+            return frozenset()
+        ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        if not all(isinstance(i, int) and 0 <= i < self.target.config.vocab_size for i in ids):
+            raise ValueError(f"eos_token_id must be token ids in the vocabulary, got {eos_token_id!r}")
+        return frozenset(ids)
+
+
+def expand_tree(
+    draft: DraftModel,
+    embed: nn.Module,
+    lm_head: nn.Module,
+    hidden: torch.Tensor,  # (1, h) the draft's output at the root's pair: its estimate of the root's feature
+    cache,  # the draft's KVCache holding exactly the accepted context (length C)
+    root: int,
+    cfg: TreeConfig,
+) -> Tree:
+    """EAGLE-2 expansion: depth - 1 batched draft forwards over the best top_k frontier nodes, then re-rank.
+
+    Every fed node attends to the accepted context plus its own ancestors; the draft cache is cropped back to
+    C afterwards, so the tree's scratch entries never outlive the cycle.
+    """
+    k, context = cfg.top_k, cache.length
+    device = hidden.device
+    logp = torch.log_softmax(lm_head(hidden).float(), dim=-1)[0]  # (V,)
+    scores, tokens = logp.topk(k)  # level 1: (k,)
+    cand_tokens, cand_scores = [tokens], [scores]
+    cand_parents = [torch.full((k,), -1, dtype=torch.long, device=device)]
+    frontier = torch.arange(k, device=device)  # candidate indices of the nodes to expand
+    feats = hidden.expand(k, -1)  # (k, h) each frontier node's input feature = its parent's output
+    ancestry = torch.zeros(k, 0, dtype=torch.bool, device=device)  # (k, fed) over the nodes fed so far
+    eye = torch.eye(k, dtype=torch.bool, device=device)
+    n_cand = k
+    for step in range(1, cfg.depth):
+        ancestry = torch.cat([ancestry, eye], dim=1)  # (k, fed + k)
+        keep = torch.cat([torch.ones(k, context, dtype=torch.bool, device=device), ancestry], dim=1)
+        position = torch.full((1, k), context - 1 + step, device=device)
+        out = draft(feats[None], embed(tokens)[None], position,
+                    hf.additive_mask(keep, feats.dtype)[None, None], cache)[0]  # (k, h)
+        logp = torch.log_softmax(lm_head(out).float(), dim=-1)  # (k, V)
+        child_lp, child_tok = logp.topk(k, dim=-1)  # (k, k)
+        child_scores = (scores[:, None] + child_lp).flatten()  # (k*k,)
+        cand_tokens.append(child_tok.flatten())
+        cand_scores.append(child_scores)
+        cand_parents.append(frontier.repeat_interleave(k))
+        scores, best = child_scores.topk(k)
+        slot = best // k  # which frontier node each new frontier node descends from
+        frontier = n_cand + best
+        n_cand += k * k
+        tokens = child_tok.flatten()[best]
+        feats = out[slot]
+        ancestry = ancestry[slot]
+    cache.crop(context)
+    return select_tree(root, torch.cat(cand_tokens), torch.cat(cand_scores), torch.cat(cand_parents), cfg.total_tokens)
+
+
+def _root_only(root: int, device) -> Tree:
+    return build_tree(torch.tensor([root], device=device), torch.tensor([-1], device=device))
+
+
+def _truncate(new: list[int], eos: frozenset[int], room: int) -> list[int]:
+    """Cut the accepted tokens after the first eos and to the room left under max_new_tokens."""
+    out = []
+    for tok in new[:room]:
+        out.append(tok)
+        if tok in eos:
+            break
+    return out

@@ -1,0 +1,100 @@
+"""The EAGLE-2 dynamic draft tree as pure tensor functions (REFERENCE.md section 5).
+
+Candidates are numbered level by level (level 1 first), so a parent always has a smaller index than its
+children. ``select_tree`` keeps the best-scoring candidates; ``Tree`` then carries everything verification
+needs: node tokens, parents, depths, the ancestor-or-self mask and the root-to-leaf paths.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Tree:
+    """N nodes, node 0 = root (the last accepted token, whose target KV does not exist yet)."""
+
+    tokens: torch.Tensor  # (N,) token ids
+    parents: torch.Tensor  # (N,) parent node index, -1 for the root; parents[n] < n
+    depths: torch.Tensor  # (N,) root 0
+    mask: torch.Tensor  # (N, N) bool, mask[i, j] = j is i or an ancestor of i
+    paths: torch.Tensor  # (P, max_depth + 1) node indices root -> leaf, padded with -1
+
+    @property
+    def size(self) -> int:
+        return self.tokens.numel()
+
+
+def select_tree(
+    root_token: int,
+    cand_tokens: torch.Tensor,  # (M,)
+    cand_scores: torch.Tensor,  # (M,) cumulative log-probabilities under the draft
+    cand_parents: torch.Tensor,  # (M,) candidate index of the parent, -1 = the root; cand_parents[m] < m
+    total_tokens: int,
+) -> Tree:
+    """Keep the ``total_tokens - 1`` best candidates and arrange them as a tree below the root.
+
+    A child's score never exceeds its parent's (log q <= 0), and a stable sort breaks ties by candidate index,
+    i.e. parent first, so the kept set is closed under taking ancestors.
+    """
+    m = cand_tokens.numel()
+    n_keep = min(total_tokens - 1, m)
+    order = torch.sort(cand_scores, descending=True, stable=True).indices[:n_keep]
+    kept = torch.sort(order).values  # (n_keep,) candidate indices, parents before children
+    # candidate index -> node index (root is node 0, kept[i] is node i + 1)
+    node_of = torch.full((m + 1,), -1, dtype=torch.long, device=cand_tokens.device)
+    node_of[kept] = torch.arange(1, n_keep + 1, device=cand_tokens.device)
+    node_of[m] = 0  # parent -1 (the root) indexes the last slot
+    parent_cand = cand_parents[kept]
+    parents = node_of[torch.where(parent_cand < 0, m, parent_cand)]
+    if (parents < 0).any():
+        raise AssertionError("tree selection dropped an ancestor of a kept node")
+    parents = torch.cat([parents.new_tensor([-1]), parents])
+    tokens = torch.cat([cand_tokens.new_tensor([root_token]), cand_tokens[kept]])
+    return build_tree(tokens, parents)
+
+
+def build_tree(tokens: torch.Tensor, parents: torch.Tensor) -> Tree:
+    """Derive depths, the ancestor mask and the leaf paths from a parent array (parents[n] < n)."""
+    n = tokens.numel()
+    par = parents.tolist()
+    depth = [0] * n
+    anc = torch.zeros(n, n, dtype=torch.bool)
+    anc[0, 0] = True
+    for i in range(1, n):
+        p = par[i]
+        if not 0 <= p < i:
+            raise ValueError(f"node {i} has parent {p}: parents must precede children")
+        depth[i] = depth[p] + 1
+        anc[i] = anc[p]
+        anc[i, i] = True
+    is_leaf = [True] * n
+    for i in range(1, n):
+        is_leaf[par[i]] = False
+    max_depth = max(depth)
+    paths = []
+    for leaf in (i for i in range(n) if is_leaf[i]):
+        path = [leaf]
+        while par[path[-1]] >= 0:
+            path.append(par[path[-1]])
+        path.reverse()
+        paths.append(path + [-1] * (max_depth + 1 - len(path)))
+    device = tokens.device
+    return Tree(
+        tokens=tokens,
+        parents=parents.to(device),
+        depths=torch.tensor(depth, device=device),
+        mask=anc.to(device),
+        paths=torch.tensor(paths, device=device),
+    )
+
+
+def children_lists(parents: torch.Tensor) -> list[list[int]]:
+    """children[n] = child node indices of n, in node order (the draft's ranking among siblings)."""
+    par = parents.tolist()
+    children: list[list[int]] = [[] for _ in par]
+    for i, p in enumerate(par):
+        if p >= 0:
+            children[p].append(i)
+    return children

@@ -1,0 +1,87 @@
+"""Verification of a draft tree against one target forward (REFERENCE.md section 6).
+
+Terms (as in vLLM's rejection sampler): *accepted* tokens are drafted tokens the target agrees with; the
+*bonus* token is the one the target itself picks after the last accepted node (from the residual
+distribution after rejections, or from its plain distribution at a leaf). Each cycle therefore adds
+(accepted + 1) tokens, and the output is distributed exactly as the target's own decoding.
+"""
+from __future__ import annotations
+
+import torch
+
+from .config import SamplingConfig
+from .tree import Tree, children_lists
+
+
+def process_logits(logits: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
+    """Target logits (..., V) -> the processed sampling distribution: temperature, then top-k, then top-p.
+
+    The same order and boundary rules as transformers' logits warpers, so ``temperature/top_k/top_p`` mean
+    what they mean in ``generate``.
+    """
+    x = logits.float() / sampling.temperature
+    if sampling.top_k > 0:
+        kth = torch.topk(x, min(sampling.top_k, x.shape[-1]), dim=-1).values[..., -1:]
+        x = x.masked_fill(x < kth, float("-inf"))
+    if sampling.top_p < 1.0:
+        sorted_x, order = torch.sort(x, dim=-1, descending=False)
+        cum = sorted_x.softmax(-1).cumsum(-1)
+        drop_sorted = cum <= 1.0 - sampling.top_p
+        drop_sorted[..., -1] = False  # always keep the most likely token
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        x = x.masked_fill(drop, float("-inf"))
+    return x.softmax(-1)
+
+
+def sample(probs: torch.Tensor, generator: torch.Generator | None) -> int:
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def verify_greedy(tree: Tree, logits: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Longest root-to-leaf prefix on which every drafted token equals the target's argmax at its parent.
+
+    logits: (N, V) target logits at the tree nodes. Returns (accepted node indices, root first; bonus token).
+    """
+    pred = logits.argmax(-1)  # (N,)
+    paths = tree.paths  # (P, D + 1)
+    drafted = paths[:, 1:]  # (P, D)
+    match = (tree.tokens[drafted.clamp(min=0)] == pred[paths[:, :-1].clamp(min=0)]) & (drafted >= 0)
+    n_acc = match.int().cumprod(dim=1).sum(dim=1)  # (P,) accepted drafts per path
+    best = int(n_acc.argmax())
+    nodes = paths[best, : int(n_acc[best]) + 1]
+    return nodes, int(pred[nodes[-1]])
+
+
+def verify_sampling(
+    tree: Tree, logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, int]:
+    """Multi-draft speculative sampling with deterministic (one-hot) drafts.
+
+    At the current node, try its children in the draft's order: accept child x with probability p(x) under
+    the current residual p; on rejection set p(x) = 0 and renormalise. If every child is rejected the bonus
+    token is drawn from the residual; at a leaf it is drawn from the processed target distribution there.
+    Each emitted token is then distributed exactly as p (REFERENCE.md section 6).
+    """
+    probs = process_logits(logits, sampling)  # (N, V)
+    children = children_lists(tree.parents)
+    tokens = tree.tokens.tolist()
+    node, path = 0, [0]
+    while True:
+        p = probs[node]
+        kids = children[node]
+        if not kids:
+            return torch.tensor(path, device=tree.tokens.device), sample(p, generator)
+        p = p.clone()
+        for child in kids:
+            x = tokens[child]
+            mass = p.sum()
+            u = torch.rand((), generator=generator, device=p.device)
+            if u * mass < p[x]:  # accept with probability p(x) / mass, the renormalised residual
+                node = child
+                path.append(child)
+                break
+            p[x] = 0.0
+        else:
+            if p.sum() <= 0:  # every token with mass was drafted and (numerically) rejected
+                p = probs[node]
+            return torch.tensor(path, device=tree.tokens.device), sample(p / p.sum(), generator)

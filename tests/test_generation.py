@@ -1,0 +1,121 @@
+"""Speculative greedy == plain greedy (transformers generate), token for token."""
+import pytest
+import torch
+
+from conftest import perfect_pair, tiny_draft, tiny_target
+from hass import HassModel, TreeConfig
+
+TREES = [TreeConfig(), TreeConfig(2, 1, 1), TreeConfig(7, 6, 1), TreeConfig(2, 3, 4), TreeConfig(12, 3, 3),
+         TreeConfig(40, 8, 5), TreeConfig(1 + 4 + 16, 2, 4)]
+
+
+def hf_greedy(target, prompt, max_new_tokens, eos=None):
+    return target.generate(prompt, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
+                           pad_token_id=0, attention_mask=torch.ones_like(prompt))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_speculative_greedy_equals_transformers(family, seed):
+    target = tiny_target(family, seed=seed)
+    model = HassModel(target, tiny_draft(target, seed=seed + 100))
+    gen = torch.Generator().manual_seed(seed)
+    for prompt_len in (1, 3, 17):
+        prompt = torch.randint(0, 128, (1, prompt_len), generator=gen)
+        ref = hf_greedy(target, prompt, 30)
+        for tree in TREES:
+            out = model.generate(prompt, max_new_tokens=30, tree=tree, eos_token_id=[])
+            assert torch.equal(out.sequences, ref), (prompt_len, tree)
+            assert out.new_tokens == 30 and 1 + sum(out.accept_lengths) == 30
+            assert all(1 <= a <= tree.depth + 1 for a in out.accept_lengths)
+
+
+def test_perfect_draft_accepts_full_depth(family):
+    target, draft = perfect_pair(family)
+    model = HassModel(target, draft)
+    prompt = torch.tensor([[3, 1, 4, 1, 5]])
+    ref = hf_greedy(target, prompt, 60)
+    for tree in (TreeConfig(), TreeConfig(7, 6, 1), TreeConfig(10, 9, 1)):
+        out = model.generate(prompt, max_new_tokens=60, tree=tree, eos_token_id=[])
+        assert torch.equal(out.sequences, ref)
+        # every cycle but the last (cut by max_new_tokens) accepts depth drafts + the bonus token
+        assert out.accept_lengths[:-1] == [tree.depth + 1] * (len(out.accept_lengths) - 1)
+        assert out.accept_lengths[-1] == (60 - 1) - (tree.depth + 1) * (len(out.accept_lengths) - 1)
+
+
+def test_eos_midway_and_several_eos_ids(family):
+    target, draft = perfect_pair(family)  # long accepted paths: eos lands inside an accepted chunk
+    model = HassModel(target, draft)
+    prompt = torch.tensor([[7, 8, 9]])
+    free = hf_greedy(target, prompt, 40)[0, 3:].tolist()
+    eos = free[10]
+    first = free.index(eos)
+    ref = hf_greedy(target, prompt, 40, eos=eos)
+    assert ref.shape[1] == 3 + first + 1  # transformers stops right after the eos
+    out = model.generate(prompt, max_new_tokens=40, eos_token_id=eos)
+    assert torch.equal(out.sequences, ref)
+    other = next(t for t in range(128) if t not in free)
+    out = model.generate(prompt, max_new_tokens=40, eos_token_id=[other, eos])
+    assert torch.equal(out.sequences, ref)
+    # eos as the very first token
+    out = model.generate(prompt, max_new_tokens=40, eos_token_id=free[0])
+    assert out.new_tokens == 1 and out.accept_lengths == []
+
+
+def test_default_eos_comes_from_generation_config():
+    target, draft = perfect_pair("llama")
+    prompt = torch.tensor([[7, 8, 9]])
+    free = hf_greedy(target, prompt, 20)[0, 3:].tolist()
+    target.generation_config.eos_token_id = free[5]
+    out = HassModel(target, draft).generate(prompt, max_new_tokens=20)
+    assert out.sequences[0, 3:].tolist() == free[: free.index(free[5]) + 1]
+
+
+@pytest.mark.parametrize("max_new_tokens", [1, 2, 3, 6, 7, 8, 13])
+def test_max_new_tokens_is_exact(max_new_tokens):
+    target, draft = perfect_pair("llama")
+    prompt = torch.tensor([[1, 2]])
+    ref = hf_greedy(target, prompt, max_new_tokens)
+    out = HassModel(target, draft).generate(prompt, max_new_tokens=max_new_tokens, eos_token_id=[])
+    assert torch.equal(out.sequences, ref) and out.new_tokens == max_new_tokens
+
+
+def test_prompt_may_fill_the_context_up_to_max_length():
+    target = tiny_target("llama", max_position_embeddings=64)
+    model = HassModel(target, tiny_draft(target))
+    prompt = torch.randint(0, 128, (1, 54))
+    out = model.generate(prompt, max_new_tokens=10, eos_token_id=[])
+    assert torch.equal(out.sequences, hf_greedy(target, prompt, 10))
+
+
+def test_vanilla_and_stream():
+    target = tiny_target("qwen2", seed=3)
+    prompt = torch.randint(0, 128, (1, 9))
+    ref = hf_greedy(target, prompt, 25)
+    vanilla = HassModel(target, None).generate(prompt, max_new_tokens=25, eos_token_id=[])
+    assert torch.equal(vanilla.sequences, ref) and vanilla.accept_lengths == [1] * 24
+    model = HassModel(target, tiny_draft(target))
+    chunks = list(model.stream(prompt[0], max_new_tokens=25, eos_token_id=[]))
+    assert len(chunks[0]) == 1 and sum(chunks, []) == ref[0, 9:].tolist()
+
+
+def test_half_precision_runs_and_agrees_on_most_tokens():
+    # Reduced precision may flip near-ties between the tree forward and sequential decoding, so this only
+    # checks the dtype path; the exact equivalence tests above run in fp32.
+    for dtype in (torch.bfloat16, torch.float16):
+        target = tiny_target("llama", dtype=dtype)
+        model = HassModel(target, tiny_draft(target))
+        prompt = torch.randint(0, 128, (1, 5))
+        out = model.generate(prompt, max_new_tokens=20, eos_token_id=[])
+        assert out.new_tokens == 20 and out.sequences.shape == (1, 25)
+        ref = HassModel(target, None).generate(prompt, max_new_tokens=20, eos_token_id=[])
+        assert out.sequences[0, 5:10].tolist() == ref.sequences[0, 5:10].tolist()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_greedy_equals_transformers():
+    target = tiny_target("llama").cuda()
+    model = HassModel(target, tiny_draft(target).cuda())
+    prompt = torch.randint(0, 128, (1, 11)).cuda()
+    out = model.generate(prompt, max_new_tokens=40, eos_token_id=[])
+    assert torch.equal(out.sequences, hf_greedy(target, prompt, 40))

@@ -1,0 +1,72 @@
+"""Verification as pure functions: greedy on hand-made trees, sampling statistics, logits processing."""
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+from hass.config import SamplingConfig
+from hass.tree import build_tree
+from hass.verify import process_logits, verify_greedy, verify_sampling
+
+
+def one_hot_logits(preds, vocab=8):
+    logits = torch.full((len(preds), vocab), -5.0)
+    logits[torch.arange(len(preds)), torch.tensor(preds)] = 5.0
+    return logits
+
+
+def test_greedy_takes_longest_accepted_prefix():
+    # root 0 -> nodes 1 (tok 3), 2 (tok 4); 1 -> 3 (tok 5); 2 -> 4 (tok 6) -> 5 (tok 7)
+    tree = build_tree(torch.tensor([9, 3, 4, 5, 6, 7]), torch.tensor([-1, 0, 0, 1, 2, 4]))
+    # target argmax per node: root->4, node1->5, node2->6, node3->1, node4->7, node5->2
+    nodes, bonus = verify_greedy(tree, one_hot_logits([4, 5, 6, 1, 7, 2], vocab=10))
+    assert nodes.tolist() == [0, 2, 4, 5] and bonus == 2
+    # target disagrees with every level-1 draft: only the bonus token
+    nodes, bonus = verify_greedy(tree, one_hot_logits([8, 5, 6, 1, 7, 2], vocab=10))
+    assert nodes.tolist() == [0] and bonus == 8
+
+
+def test_process_logits_matches_transformers_warpers():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 50) * 3
+    for t, k, p in [(1.0, 0, 1.0), (0.7, 5, 1.0), (1.0, 0, 0.8), (1.3, 7, 0.6), (0.5, 1, 0.9)]:
+        x = TemperatureLogitsWarper(t)(None, logits.clone())
+        if k:
+            x = TopKLogitsWarper(k)(None, x)
+        if p < 1:
+            x = TopPLogitsWarper(p)(None, x)
+        torch.testing.assert_close(process_logits(logits, SamplingConfig(t, p, k)), x.softmax(-1))
+
+
+@pytest.mark.parametrize("sampling", [SamplingConfig(1.0), SamplingConfig(0.7, 1.0, 4), SamplingConfig(1.0, 0.8)])
+def test_sampling_emits_the_target_distribution(sampling):
+    """First emitted token ~ p(root); given it is drafted child c, the next one ~ p(c). Chi-square, 20k draws."""
+    torch.manual_seed(1)
+    vocab = 6
+    # root's children tokens 0, 1, 2; node 1 (token 0) has children tokens 3, 4; node 2 (token 1) is a leaf
+    tree = build_tree(torch.tensor([5, 0, 1, 2, 3, 4]), torch.tensor([-1, 0, 0, 0, 1, 1]))
+    logits = torch.randn(6, vocab) * 1.5
+    logits[0, :2] += 3.0  # keep the drafted tokens 0 and 1 in the root's top-k / top-p support
+    probs = process_logits(logits, sampling).double().numpy()
+    gen = torch.Generator().manual_seed(2)
+    n = 20000
+    first = np.zeros(vocab)
+    second_after = {0: np.zeros(vocab), 1: np.zeros(vocab)}
+    for _ in range(n):
+        nodes, bonus = verify_sampling(tree, logits, sampling, gen)
+        emitted = tree.tokens[nodes[1:]].tolist() + [bonus]
+        first[emitted[0]] += 1
+        if len(emitted) > 1 and emitted[0] in second_after:
+            second_after[emitted[0]][emitted[1]] += 1
+    _check(first, probs[0])
+    _check(second_after[0], probs[1])  # after accepting node 1 (token 0): p at node 1
+    _check(second_after[1], probs[2])  # after accepting node 2 (token 1): p at node 2 (a leaf)
+
+
+def _check(counts, p, alpha=1e-3):
+    support = p > 0
+    assert counts[~support].sum() == 0, "sampled a token the processed distribution excludes"
+    assert counts.sum() > 1000, "too few samples for the test to have power"
+    expected = p[support] / p[support].sum() * counts.sum()
+    assert chisquare(counts[support], expected).pvalue > alpha
