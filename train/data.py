@@ -21,7 +21,6 @@ import json
 import os
 import random
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,16 +289,16 @@ def write_prepared(path: str | Path, header: dict, samples: list[dict]) -> None:
     path = Path(path)
     header = {"format": PREPARED_FORMAT, **header, "n_records": len(samples)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with tmp.open("w", encoding="utf-8") as f:
             f.write(json.dumps(header) + "\n")
             for s in samples:
                 f.write(json.dumps({"id": s["id"], "input_ids": s["input_ids"],
                                     "loss_mask": s["loss_mask"]}) + "\n")
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 
