@@ -179,7 +179,9 @@ def _atomic_entry(final: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         yield tmp
-        tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+        tmp.chmod(0o755)  # mkdtemp's (and safetensors') private modes would hide a shared cache from others
+        for path in tmp.iterdir():
+            path.chmod(0o644)
         try:
             tmp.rename(final)
         except OSError:
