@@ -1,0 +1,312 @@
+"""Speed and acceptance tables from answer files (REFERENCE.md section 7).
+
+    python -m evaluation.report answers/mt_bench.jsonl answers/gsm8k.jsonl --out-dir reports/T0
+
+Definitions (per benchmark, over the questions every method of a file answered):
+- tokens/s of a question = its new tokens / its wall time, all turns together, prefill included;
+  the ``tok/s`` column is the mean over questions.
+- speedup vs vanilla = mean tok/s of the method / mean tok/s of ``vanilla`` from the SAME answer file (one
+  run, one machine, methods interleaved question by question); likewise vs ``hf`` when present.
+- tau_total = total new tokens / total target forwards. Every turn's prefill counts as one forward that
+  produces one token, so plain decoding gives exactly 1.0.
+- tau_q (the HASS authors' figure) = per question, the mean of ``accept_lengths`` (accepted drafts + 1 bonus,
+  one entry per target forward after the prefill); then the mean over questions. Questions whose answers
+  all ended at the prefill have no entry and are left out.
+- With several benchmarks, the ``mean`` rows average each column's per-benchmark values (questions: summed).
+Lossless check: at temperature 0 every method's token ids must equal ``vanilla``'s; the report counts the
+answers that differ and gives the first point of divergence of each (question id, turn, token index).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import mean
+
+FORMAT = "hass-answers/1"
+# Answer files whose configs differ in one of these cannot share a table: their numbers do not compare.
+COMPARED_KEYS = ("base", "dtype", "device", "temperature", "max_new_tokens")
+
+
+@dataclass
+class AnswerFile:
+    path: Path
+    header: dict
+    answers: dict[str, dict]  # method -> question_id -> answer record (a later record replaces an earlier one)
+
+    @property
+    def bench(self) -> str:
+        return self.header["config"]["bench"]
+
+    def question_ids(self) -> list:
+        """Questions answered by every method of the file, in file order."""
+        methods = list(self.answers)
+        if not methods:
+            return []
+        return [q for q in self.answers[methods[0]] if all(q in self.answers[m] for m in methods[1:])]
+
+
+def read_answer_file(path: str | Path) -> AnswerFile:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"answer file {str(path)!r} does not exist")
+    with open(path, encoding="utf-8") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    if not records or records[0].get("record") != "header" or records[0].get("format") != FORMAT:
+        raise ValueError(f"{str(path)!r} is not a {FORMAT} answer file (its first line must be the header)")
+    answers: dict[str, dict] = {}
+    for r in records[1:]:
+        answers.setdefault(r["method"], {})[r["question_id"]] = r
+    return AnswerFile(path, records[0], answers)
+
+
+def check_same_setup(files: list[AnswerFile]) -> None:
+    """Refuse to mix configurations or to count one (benchmark, method) twice."""
+    for key in COMPARED_KEYS:
+        values = {str(f.path): f.header["config"].get(key) for f in files}
+        if len({json.dumps(v) for v in values.values()}) > 1:
+            listing = ", ".join(f"{p}: {v!r}" for p, v in values.items())
+            raise ValueError(f"answer files from different configurations cannot share a table "
+                             f"({key} differs: {listing})")
+    seen: dict[tuple[str, str], Path] = {}
+    for f in files:
+        for method in f.answers:
+            if (f.bench, method) in seen:
+                raise ValueError(f"{f.bench}/{method} appears in both {seen[(f.bench, method)]} and {f.path}")
+            seen[(f.bench, method)] = f.path
+
+
+@dataclass
+class Row:
+    bench: str
+    method: str
+    questions: int
+    new_tokens: int
+    wall_time_s: float
+    tokens_per_s: float
+    speedup_vs_vanilla: float | None
+    speedup_vs_hf: float | None
+    tau_total: float
+    tau_q: float | None
+    accept_lengths: list[int] = field(default_factory=list, repr=False)
+
+
+def _question_totals(record: dict) -> tuple[int, float, int, list[int]]:
+    turns = record["turns"]
+    return (
+        sum(t["new_tokens"] for t in turns),
+        sum(t["wall_time"] for t in turns),
+        sum(t["target_forwards"] for t in turns),
+        [a for t in turns for a in t["accept_lengths"]],
+    )
+
+
+def method_row(f: AnswerFile, method: str, question_ids: list) -> Row:
+    totals = [_question_totals(f.answers[method][q]) for q in question_ids]
+    new_tokens = sum(t[0] for t in totals)
+    forwards = sum(t[2] for t in totals)
+    per_question_tau = [mean(t[3]) for t in totals if t[3]]
+    return Row(
+        bench=f.bench,
+        method=method,
+        questions=len(question_ids),
+        new_tokens=new_tokens,
+        wall_time_s=sum(t[1] for t in totals),
+        tokens_per_s=mean(t[0] / t[1] for t in totals) if totals else 0.0,
+        speedup_vs_vanilla=None,
+        speedup_vs_hf=None,
+        tau_total=new_tokens / forwards if forwards else 0.0,
+        tau_q=float(mean(per_question_tau)) if per_question_tau else None,
+        accept_lengths=[a for t in totals for a in t[3]],
+    )
+
+
+def file_rows(f: AnswerFile) -> list[Row]:
+    question_ids = f.question_ids()
+    rows = [method_row(f, m, question_ids) for m in f.answers]
+    by_method = {r.method: r for r in rows}
+    for r in rows:
+        for baseline, attr in (("vanilla", "speedup_vs_vanilla"), ("hf", "speedup_vs_hf")):
+            if baseline in by_method and by_method[baseline].tokens_per_s > 0:
+                setattr(r, attr, r.tokens_per_s / by_method[baseline].tokens_per_s)
+    return rows
+
+
+def _mean_or_none(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(mean(values)) if values else None
+
+
+def mean_rows(rows: list[Row]) -> list[Row]:
+    """One row per method averaging its per-benchmark rows (the paper's 'mean over benchmarks')."""
+    methods = list(dict.fromkeys(r.method for r in rows))
+    out = []
+    for m in methods:
+        rs = [r for r in rows if r.method == m]
+        out.append(Row(
+            bench="mean",
+            method=m,
+            questions=sum(r.questions for r in rs),
+            new_tokens=sum(r.new_tokens for r in rs),
+            wall_time_s=sum(r.wall_time_s for r in rs),
+            tokens_per_s=mean(r.tokens_per_s for r in rs),
+            speedup_vs_vanilla=_mean_or_none([r.speedup_vs_vanilla for r in rs]),
+            speedup_vs_hf=_mean_or_none([r.speedup_vs_hf for r in rs]),
+            tau_total=mean(r.tau_total for r in rs),
+            tau_q=_mean_or_none([r.tau_q for r in rs]),
+            accept_lengths=[a for r in rs for a in r.accept_lengths],
+        ))
+    return out
+
+
+def first_divergence(a: list[int], b: list[int]) -> int | None:
+    """Index of the first token where two answers differ (a length difference counts), None if equal."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def divergences(f: AnswerFile, method: str, reference: str = "vanilla") -> tuple[int, list[tuple]]:
+    """(answers compared, [(question_id, turn, token_index)] for each answer that differs)."""
+    question_ids = f.question_ids()
+    found = []
+    for q in question_ids:
+        turns_a, turns_b = f.answers[method][q]["turns"], f.answers[reference][q]["turns"]
+        for turn, (ta, tb) in enumerate(zip(turns_a, turns_b)):
+            index = first_divergence(ta["token_ids"], tb["token_ids"])
+            if index is not None:
+                found.append((q, turn, index))
+                break  # later turns are conditioned on this one: only the first divergence is news
+    return len(question_ids), found
+
+
+def lossless_lines(files: list[AnswerFile]) -> list[str]:
+    lines = []
+    for f in files:
+        if f.header["config"]["temperature"] != 0 or "vanilla" not in f.answers:
+            continue
+        for method in f.answers:
+            if method == "vanilla":
+                continue
+            n, found = divergences(f, method)
+            lines.append(f"{f.bench}: {method} vs vanilla: {len(found)} of {n} answers differ")
+            lines += [f"  question {q}, turn {t + 1}, first differing token {i}" for q, t, i in found]
+    return lines
+
+
+COLUMNS = ("bench", "method", "questions", "new_tokens", "wall_time_s", "tokens_per_s",
+           "speedup_vs_vanilla", "speedup_vs_hf", "tau_total", "tau_q")
+HEADINGS = ("benchmark", "method", "questions", "new tokens", "wall s", "tok/s",
+            "speedup vs vanilla", "speedup vs hf", "tau_total (tokens/forward)", "tau_q (per-question mean)")
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def markdown_table(rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(HEADINGS) + " |", "|" + "---|" * len(HEADINGS)]
+    lines += ["| " + " | ".join(_cell(getattr(r, c)) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[Row], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        writer.writerows([[getattr(r, c) if getattr(r, c) is not None else "" for c in COLUMNS] for r in rows])
+
+
+def plot(rows: list[Row], out_dir: Path) -> list[Path]:
+    """accept_lengths.png (histogram per method, all benchmarks) and speedup.png (per benchmark)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_bench = [r for r in rows if r.bench != "mean"]
+    lengths = {m: Counter() for m in dict.fromkeys(r.method for r in per_bench)}
+    for r in per_bench:
+        lengths[r.method].update(r.accept_lengths)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = range(1, max((max(c, default=1) for c in lengths.values()), default=1) + 1)
+    width = 0.8 / max(len(lengths), 1)
+    for i, (method, counts) in enumerate(lengths.items()):
+        total = max(sum(counts.values()), 1)
+        ax.bar([x + i * width for x in xs], [counts[x] / total for x in xs], width, label=method)
+    ax.set(xlabel="tokens accepted per target forward (bonus included)", ylabel="fraction of forwards",
+           title="Acceptance length, all benchmarks")
+    ax.legend()
+    fig.tight_layout()
+    paths = [out_dir / "accept_lengths.png"]
+    fig.savefig(paths[0], dpi=120)
+    plt.close(fig)
+
+    benches = list(dict.fromkeys(r.bench for r in rows))
+    methods = [m for m in dict.fromkeys(r.method for r in rows) if m != "vanilla"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(len(methods), 1)
+    for i, m in enumerate(methods):
+        speed = {r.bench: r.speedup_vs_vanilla for r in rows if r.method == m}
+        ax.bar([b + i * width for b in range(len(benches))], [speed.get(b) or 0.0 for b in benches], width, label=m)
+    ax.axhline(1.0, color="gray", linewidth=0.8)
+    ax.set_xticks([b + 0.4 - width / 2 for b in range(len(benches))], benches)
+    ax.set(ylabel="speedup vs vanilla (tokens/s ratio)", title="Speedup per benchmark")
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out_dir / "speedup.png")
+    fig.savefig(paths[1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def report(paths: list[str | Path], out_dir: str | Path) -> str:
+    """Read, check, tabulate and write everything; returns the markdown that was printed."""
+    files = [read_answer_file(p) for p in paths]
+    check_same_setup(files)
+    rows = [r for f in files for r in file_rows(f)]
+    if len({f.bench for f in files}) > 1:
+        rows += mean_rows(rows)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = files[0].header["config"]
+    setting = ", ".join(f"{k}={config.get(k)}" for k in COMPARED_KEYS)
+    lossless = lossless_lines(files)
+    text = "\n".join([
+        f"# Speed and acceptance ({setting})", "", markdown_table(rows), "",
+        "tau_total = total new tokens / total target forwards (each turn's prefill counts as one forward).",
+        "tau_q = mean over questions of the per-question mean accept length (accepted drafts + 1).",
+        "speedup = mean tokens/s of the method / mean tokens/s of the baseline from the same answer file.",
+        "", "## Lossless check (temperature 0)", "",
+        *(lossless or ["not applicable (temperature > 0 or no vanilla answers)"]), "",
+    ])
+    (out_dir / "summary.md").write_text(text, encoding="utf-8")
+    write_csv(rows, out_dir / "summary.csv")
+    plot(rows, out_dir)
+    resolved = {"answer_files": [{"path": str(f.path.resolve()), "header": f.header} for f in files],
+                "rows": [{c: getattr(r, c) for c in COLUMNS} for r in rows]}
+    (out_dir / "report_config.json").write_text(json.dumps(resolved, indent=2), encoding="utf-8")
+    print(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.report", description=__doc__.split("\n")[0])
+    parser.add_argument("answers", nargs="+", help="answer files written by evaluation.run")
+    parser.add_argument("--out-dir", required=True, help="where summary.md/.csv, the PNGs and report_config.json go")
+    args = parser.parse_args(argv)
+    try:
+        report(args.answers, args.out_dir)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

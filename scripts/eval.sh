@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Speed evaluation of a target and a draft: MT-bench, HumanEval and GSM8K with hass, vanilla and hf, at
+# temperature 0 and 1, then one report per temperature (REFERENCE.md section 7).
+#
+#   scripts/eval.sh TARGET DRAFT [BENCHES] [more evaluation.run options...]
+#     TARGET   a target known to hass.zoo (e.g. SmolLM2-135M-Instruct) or a model folder
+#     DRAFT    a draft model folder
+#     BENCHES  comma-separated subset of mt_bench,humaneval,gsm8k (default: all three)
+#   e.g. scripts/eval.sh SmolLM2-135M-Instruct checkpoints/smollm2-hass mt_bench --quick --dtype fp32
+#
+# Environment: METHODS (default hass,vanilla,hf), TEMPERATURES (default "0 1"), OUT (default outputs/eval).
+# Answers: $OUT/<target>__<draft>[_quick]/T<t>/<bench>.jsonl; re-running resumes them. Reports: .../T<t>/report/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python}"
+
+if [[ $# -lt 2 ]]; then
+    sed -n '5,9p' "$0" >&2
+    exit 2
+fi
+target="$1"
+draft="$2"
+shift 2
+benches="mt_bench,humaneval,gsm8k"
+if [[ $# -gt 0 && "$1" != -* ]]; then
+    benches="$1"
+    shift
+fi
+methods="${METHODS:-hass,vanilla,hf}"
+temperatures="${TEMPERATURES:-0 1}"
+
+model="$("$PYTHON" -c 'import sys; from hass.zoo import ensure_target; print(ensure_target(sys.argv[1]))' "$target")"
+run_dir="${OUT:-outputs/eval}/$(basename "$model")__$(basename "$draft")"
+if [[ " $* " == *" --quick "* ]]; then
+    run_dir="${run_dir}_quick"  # quick answers never resume into (and clash with) a full run's files
+fi
+
+for t in $temperatures; do
+    answers=()
+    for bench in ${benches//,/ }; do
+        out="$run_dir/T$t/$bench.jsonl"
+        "$PYTHON" -m evaluation.run --base "$model" --draft "$draft" --bench "$bench" --methods "$methods" \
+            --temperature "$t" --out "$out" "$@"
+        answers+=("$out")
+    done
+    "$PYTHON" -m evaluation.report "${answers[@]}" --out-dir "$run_dir/T$t/report"
+done

@@ -1,0 +1,238 @@
+"""evaluation/: quick runs end to end on a tiny saved target + draft, the report's arithmetic on hand-made
+answer files, resuming, and the bad-input errors (all raised before any model loads)."""
+import json
+from pathlib import Path
+
+import pytest
+from conftest import perfect_pair
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+import hass
+from evaluation import benchmarks, report, run
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_data = pytest.mark.skipif(not (DATA / "mt_bench" / "question.jsonl").is_file(), reason="no ../shared/data")
+SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>", "<|end|>"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> {% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+)
+
+
+def tiny_tokenizer(vocab_size: int = 128) -> PreTrainedTokenizerFast:
+    words = SPECIALS + [f"w{i}" for i in range(vocab_size - len(SPECIALS))]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(SPECIALS)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> tuple[str, str]:
+    """A tiny llama target (with tokenizer, chat template, end-of-turn eos) and a draft that predicts it well."""
+    root = tmp_path_factory.mktemp("models")
+    target, draft = perfect_pair("llama")
+    target.generation_config.eos_token_id = [2, 6]  # </s> and <|end|>
+    target.save_pretrained(root / "target")
+    tiny_tokenizer().save_pretrained(root / "target")
+    draft.save_pretrained(root / "draft")
+    return str(root / "target"), str(root / "draft")
+
+
+def quick_args(models_dir, out, *extra) -> list[str]:
+    base, draft = models_dir
+    return ["--base", base, "--draft", draft, "--bench", "mt_bench", "--quick", "--dtype", "fp32",
+            "--total-tokens", "16", "--depth", "4", "--top-k", "4", "--out", str(out), *extra]
+
+
+# ---------------------------------------------------------------- end to end
+@needs_data
+def test_quick_run_and_report_end_to_end(models_dir, tmp_path, capsys):
+    out = tmp_path / "answers.jsonl"
+    run.main(quick_args(models_dir, out, "--methods", "hass,vanilla,hf,pld"))
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    header, answers = lines[0], lines[1:]
+    assert header["record"] == "header" and header["config"]["max_new_tokens"] == 32
+    assert header["config"]["questions"] == 3 and header["config"]["warmup"] == 1
+    assert header["versions"]["torch"] and header["machine"]["device"] == "cpu"
+    assert header["eos_token_ids"] == [2, 6]
+    assert len(answers) == 3 * 4 and {a["method"] for a in answers} == {"hass", "vanilla", "hf", "pld"}
+    for a in answers:
+        assert len(a["turns"]) == 2  # MT-bench: two turns
+        for t in a["turns"]:
+            assert 1 <= t["new_tokens"] == len(t["token_ids"]) <= 32
+            assert t["target_forwards"] == 1 + len(t["accept_lengths"])
+            prefill_tokens = t["new_tokens"] - sum(t["accept_lengths"])  # > 1 only if pld's first guess hit
+            assert prefill_tokens == 1 or (a["method"] == "pld" and prefill_tokens > 1)
+            assert t["wall_time"] > 0
+    by = {(a["method"], a["question_id"]): a for a in answers}
+    for q in (81, 82, 83):  # greedy: the draft changes speed, never the answer
+        assert [t["token_ids"] for t in by["hass", q]["turns"]] == [t["token_ids"] for t in by["vanilla", q]["turns"]]
+        assert all(x == 1 for t in by["vanilla", q]["turns"] for x in t["accept_lengths"])
+    assert max(x for q in (81, 82, 83) for t in by["hass", q]["turns"] for x in t["accept_lengths"]) > 1
+
+    capsys.readouterr()
+    report.main([str(out), "--out-dir", str(tmp_path / "report")])
+    printed = capsys.readouterr().out
+    assert "| mt_bench | hass |" in printed and "mt_bench: hass vs vanilla: 0 of 3 answers differ" in printed
+    for name in ("summary.md", "summary.csv", "accept_lengths.png", "speedup.png", "report_config.json"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    resolved = json.loads((tmp_path / "report" / "report_config.json").read_text())
+    assert resolved["answer_files"][0]["header"]["config"]["bench"] == "mt_bench"
+
+
+@needs_data
+def test_resume_skips_answered_questions(models_dir, tmp_path):
+    out = tmp_path / "answers.jsonl"
+    cfg = run.parse_args(quick_args(models_dir, out, "--methods", "vanilla", "--questions", "2"))
+    assert run.evaluate(cfg) == 2
+    lines = out.read_text().splitlines()
+    first = json.loads(lines[1])
+    first["turns"][0]["text"] = "SENTINEL"  # a re-answered question would lose this
+    out.write_text("\n".join([lines[0], json.dumps(first), *lines[2:]]) + "\n")
+    cfg = run.parse_args(quick_args(models_dir, out, "--methods", "vanilla", "--questions", "3"))
+    assert run.evaluate(cfg) == 1
+    records = [json.loads(x) for x in out.read_text().splitlines()[1:]]
+    assert [r["question_id"] for r in records] == [81, 82, 83] and records[0]["turns"][0]["text"] == "SENTINEL"
+    assert run.evaluate(cfg) == 0
+    with pytest.raises(ValueError, match="temperature"):
+        run.evaluate(run.parse_args(quick_args(models_dir, out, "--methods", "vanilla", "--temperature", "1")))
+
+
+# ---------------------------------------------------------------- report arithmetic
+def turn(new, wall, accepts, ids=None):
+    return {"new_tokens": new, "wall_time": wall, "target_forwards": 1 + len(accepts), "accept_lengths": accepts,
+            "token_ids": ids if ids is not None else list(range(new)), "text": ""}
+
+
+def write_answers(path, bench, answers, **config):
+    header = {"record": "header", "format": report.FORMAT,
+              "config": {"bench": bench, "base": "t", "dtype": "fp32", "device": "cpu", "temperature": 0.0,
+                         "max_new_tokens": 512} | config}
+    rows = [header] + [{"record": "answer", "method": m, "question_id": q, "category": "x", "turns": turns}
+                       for (m, q), turns in answers.items()]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def hand_made_files(tmp_path) -> list[Path]:
+    mt = write_answers(tmp_path / "mt.jsonl", "mt_bench", {
+        ("vanilla", 1): [turn(10, 1.0, [1] * 9), turn(6, 1.0, [1] * 5)],  # 16 tokens / 2 s = 8 tok/s
+        ("vanilla", 2): [turn(4, 1.0, [1] * 3, ids=[0, 1, 2, 3])],  # 4 tok/s
+        ("hass", 1): [turn(10, 0.5, [3, 3, 3]), turn(6, 0.5, [2, 3])],  # 16 tok/s
+        ("hass", 2): [turn(4, 0.5, [3], ids=[0, 1, 9, 3])],  # 8 tok/s; differs from vanilla at token 2
+        ("hf", 1): [turn(10, 2.0, [1] * 9), turn(6, 2.0, [1] * 5)],  # 4 tok/s
+        ("hf", 2): [turn(4, 1.0, [1] * 3, ids=[0, 1, 2, 3])],  # 4 tok/s
+    })
+    gsm = write_answers(tmp_path / "gsm.jsonl", "gsm8k", {
+        ("vanilla", 0): [turn(5, 1.0, [1] * 4)],  # 5 tok/s
+        ("hass", 0): [turn(5, 0.25, [4])],  # 20 tok/s
+    })
+    return [mt, gsm]
+
+
+def test_report_arithmetic(tmp_path):
+    files = [report.read_answer_file(p) for p in hand_made_files(tmp_path)]
+    rows = [r for f in files for r in report.file_rows(f)]
+    rows += report.mean_rows(rows)
+    got = {(r.bench, r.method): r for r in rows}
+    hass_mt = got["mt_bench", "hass"]
+    assert hass_mt.tokens_per_s == pytest.approx(12.0)  # mean(16, 8)
+    assert got["mt_bench", "vanilla"].tokens_per_s == pytest.approx(6.0)  # mean(8, 4)
+    assert hass_mt.speedup_vs_vanilla == pytest.approx(2.0) and hass_mt.speedup_vs_hf == pytest.approx(3.0)
+    assert got["mt_bench", "hf"].speedup_vs_vanilla == pytest.approx(4 / 6)
+    assert hass_mt.tau_total == pytest.approx(20 / 9)  # 20 tokens / (4 + 3 + 2) forwards
+    assert hass_mt.tau_q == pytest.approx((14 / 5 + 3) / 2)  # per question: mean([3,3,3,2,3]), mean([3])
+    assert got["mt_bench", "vanilla"].tau_total == pytest.approx(1.0) and got["mt_bench", "vanilla"].tau_q == 1.0
+    assert got["gsm8k", "hass"].speedup_vs_vanilla == pytest.approx(4.0)
+    assert got["gsm8k", "hass"].tau_total == pytest.approx(2.5) and got["gsm8k", "hass"].tau_q == 4.0
+    mean_hass = got["mean", "hass"]
+    assert mean_hass.speedup_vs_vanilla == pytest.approx(3.0) and mean_hass.tokens_per_s == pytest.approx(16.0)
+    assert mean_hass.tau_total == pytest.approx((20 / 9 + 2.5) / 2) and mean_hass.tau_q == pytest.approx(3.45)
+    assert mean_hass.questions == 3 and got["mean", "hf"].speedup_vs_vanilla == pytest.approx(4 / 6)
+    assert report.divergences(files[0], "hass") == (2, [(2, 0, 2)])
+    assert report.first_divergence([1, 2], [1, 2, 3]) == 2 and report.first_divergence([1], [1]) is None
+
+
+def test_report_writes_tables_and_plots(tmp_path, capsys):
+    report.main([*map(str, hand_made_files(tmp_path)), "--out-dir", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert "mt_bench: hass vs vanilla: 1 of 2 answers differ" in printed
+    assert "question 2, turn 1, first differing token 2" in printed
+    assert "| mean | hass | 3 |" in printed
+    csv_lines = (tmp_path / "out" / "summary.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("bench,method,questions") and len(csv_lines) == 1 + 5 + 3
+    assert (tmp_path / "out" / "speedup.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ---------------------------------------------------------------- bad input
+def test_report_refuses_mixed_configurations(tmp_path, capsys):
+    a = write_answers(tmp_path / "a.jsonl", "mt_bench", {("vanilla", 1): [turn(3, 1.0, [1, 1])]})
+    b = write_answers(tmp_path / "b.jsonl", "gsm8k", {("vanilla", 1): [turn(3, 1.0, [1, 1])]}, temperature=1.0)
+    with pytest.raises(SystemExit):
+        report.main([str(a), str(b), "--out-dir", str(tmp_path / "out")])
+    assert "temperature differs" in capsys.readouterr().err
+    c = write_answers(tmp_path / "c.jsonl", "mt_bench", {("vanilla", 1): [turn(3, 1.0, [1, 1])]})
+    with pytest.raises(ValueError, match="mt_bench/vanilla appears in both"):
+        report.report([a, c], tmp_path / "out")
+    for key, value in (("max_new_tokens", 32), ("dtype", "bf16"), ("base", "other")):
+        d = write_answers(tmp_path / "d.jsonl", "gsm8k", {("vanilla", 1): [turn(3, 1.0, [1, 1])]}, **{key: value})
+        with pytest.raises(ValueError, match=f"{key} differs"):
+            report.report([a, d], tmp_path / "out")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--bench", "mmlu"], "unknown benchmark 'mmlu'"),
+    (["--methods", "hass,medusa"], "unknown method"),
+    (["--question-file", "/no/such/question.jsonl"], "question file '/no/such/question.jsonl' does not exist"),
+    (["--dtype", "int4"], "unknown dtype"),
+    (["--total-tokens", "99", "--depth", "2", "--top-k", "4"], "TreeConfig.total_tokens=99"),
+    (["--max-new-tokens", "250"], "is over the target's maximum length 256"),
+])
+def test_bad_input_fails_before_loading(models_dir, tmp_path, monkeypatch, capsys, extra, message):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(hass.HassModel, "from_pretrained", no_loading)
+    with pytest.raises(SystemExit):
+        run.main(quick_args(models_dir, tmp_path / "a.jsonl", *extra))
+    assert message in capsys.readouterr().err
+
+
+def test_hass_needs_a_draft_and_a_target(tmp_path, models_dir):
+    with pytest.raises(FileNotFoundError, match="method hass needs --draft"):
+        run.EvalConfig(base=models_dir[0], draft=None, bench="gsm8k", methods=("hass",), out="x")
+    with pytest.raises(FileNotFoundError, match="target model folder"):
+        run.EvalConfig(base=str(tmp_path), draft=None, bench="gsm8k", methods=("vanilla",), out="x")
+
+
+# ---------------------------------------------------------------- questions and prompts
+@needs_data
+@pytest.mark.parametrize("bench, full, count, first_id", [
+    ("mt_bench", False, 80, 81), ("humaneval", False, 80, 0), ("gsm8k", False, 80, 0),
+    ("humaneval", True, 164, "HumanEval/0"), ("gsm8k", True, 1319, 0),
+])
+def test_question_sets(bench, full, count, first_id):
+    questions, path = benchmarks.load_questions(bench, full)
+    assert len(questions) == count and questions[0].question_id == first_id and path.is_file()
+    assert all(len(q.turns) == (2 if bench == "mt_bench" else 1) for q in questions)
+    if bench == "humaneval":
+        assert all(q.turns[0].startswith("Complete the code I provided.") for q in questions)
+
+
+def test_missing_question_set_names_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="EAGLE's 80-question GSM8K set.*--question-file"):
+        benchmarks.locate("gsm8k", False, dirs=[tmp_path], online=False)
+
+
+def test_chat_prompt_holds_own_previous_answer():
+    tok = tiny_tokenizer()
+    messages = [{"role": "user", "content": "w1 w2"}, {"role": "assistant", "content": "w3"},
+                {"role": "user", "content": "w4"}]
+    ids = benchmarks.build_prompt(tok, messages)
+    assert tok.convert_ids_to_tokens(ids) == ["<|user|>", "w1", "w2", "<|end|>", "<|assistant|>", "w3", "<|end|>",
+                                              "<|user|>", "w4", "<|end|>", "<|assistant|>"]
