@@ -85,9 +85,11 @@ class HassModel(nn.Module):
         Arguments as in ``stream``. Returns the sequences, the number of new tokens and the accept length of
         every target forward after the prefill.
         """
-        out = GenerationOutput(sequences=input_ids, new_tokens=0)
-        chunks = [input_ids.reshape(1, -1).to(self.device)]
-        for i, ids in enumerate(self.stream(input_ids, **kwargs)):
+        steps = self.stream(input_ids, **kwargs)  # validates everything before any work
+        prompt = input_ids.reshape(1, -1).to(self.device, torch.long)
+        out = GenerationOutput(sequences=prompt, new_tokens=0)
+        chunks = [prompt]
+        for i, ids in enumerate(steps):
             if i > 0:
                 out.accept_lengths.append(len(ids))
             out.new_tokens += len(ids)
@@ -95,7 +97,6 @@ class HassModel(nn.Module):
         out.sequences = torch.cat(chunks, dim=1)
         return out
 
-    @torch.inference_mode()
     def stream(
         self,
         input_ids: torch.Tensor,
@@ -107,12 +108,12 @@ class HassModel(nn.Module):
         eos_token_id: int | Sequence[int] | None = None,
         generator: torch.Generator | None = None,
     ) -> Iterator[list[int]]:
-        """Yield the newly accepted token ids of every target forward (the prefill's first token first).
+        """Return an iterator over the newly accepted token ids of every target forward (the prefill's first).
 
         input_ids: (1, T) or (T,) prompt. temperature 0 = greedy; top_p / top_k process the target's
         distribution as in transformers. tree: the draft tree shape (TreeConfig(60, 6, 10) by default; ignored
         without a draft). eos_token_id: int or list; default from the generation config / tokenizer.
-        generator: a torch.Generator for reproducible sampling.
+        generator: a torch.Generator for reproducible sampling. Bad input raises here, before any work.
         """
         prompt = self._check_inputs(input_ids, max_new_tokens)
         sampling = SamplingConfig(temperature=float(temperature), top_p=float(top_p), top_k=int(top_k))
@@ -121,9 +122,10 @@ class HassModel(nn.Module):
             raise TypeError(f"tree must be a hass.TreeConfig, got {type(tree_cfg).__name__}")
         tree_cfg.check_vocab(self.target.config.vocab_size)
         eos = self._eos_ids(eos_token_id)
-        yield from self._decode(prompt, max_new_tokens, sampling, tree_cfg, eos, generator)
+        return self._decode(prompt, max_new_tokens, sampling, tree_cfg, eos, generator)
 
     # ------------------------------------------------------------------ the loop
+    @torch.inference_mode()
     def _decode(self, prompt, max_new_tokens, sampling, tree_cfg, eos, generator) -> Iterator[list[int]]:
         target, draft = self.target, self.draft
         embed, lm_head = target.get_input_embeddings(), target.get_output_embeddings()
