@@ -1,0 +1,220 @@
+"""The draft trainer on a tiny random target and a deterministic pattern language (CPU, seconds)."""
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from hass import DraftModel, HassModel
+from hass.errors import DraftMismatchError
+from train.data import write_prepared
+from train.features import FeatureStore, FeatureStoreError, compute_features, target_fingerprint, write_features
+from train.trainer import Run, TrainConfig, collate, load_config, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_target(folder: Path, hidden: int = 64, seed: int = 0) -> Path:
+    """A tiny random LLaMA whose next-token distributions are peaked (large lm_head), so its argmax is a
+    deterministic function of the context that a draft can learn."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=128, hidden_size=hidden, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=False)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.lm_head.weight.normal_(std=0.3)
+        model.model.embed_tokens.weight.normal_(std=1.0)
+    model.save_pretrained(folder)
+    return folder
+
+
+def pattern_samples(n: int, seed: int = 0) -> list[dict]:
+    """Arithmetic progressions mod 128 (stride 1-3); the first 4 tokens play the prompt (no loss)."""
+    rng = random.Random(seed)
+    samples = []
+    for i in range(n):
+        stride, start, length = rng.choice([1, 2, 3]), rng.randrange(128), rng.randrange(24, 41)
+        ids = [(start + stride * t) % 128 for t in range(length)]
+        samples.append({"id": str(i), "input_ids": ids, "loss_mask": [0] * 4 + [1] * (length - 4)})
+    return samples
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    make_target(root / "target")
+    make_target(root / "other_target", seed=1)  # same shapes, other weights and name
+    make_target(root / "narrow_target", hidden=32)
+    write_prepared(root / "data.jsonl", {"tokenizer": "none", "max_length": 64}, pattern_samples(120))
+    return root
+
+
+def config(tiny: Path, out: Path, **overrides) -> TrainConfig:
+    values = dict(target=str(tiny / "target"), data=str(tiny / "data.jsonl"), output_dir=str(out), batch_size=4,
+                  lr=3e-3, dtype="float32", target_dtype="float32", threads=1, plot=False, eval_fraction=0.05)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_config_file_stages_and_overrides(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"target": "t", "data": "d", "output_dir": "o", "hca_steps": 3,
+                                "stages": {"1": {"hod_weight": 0.0}, "2": {"hod_weight": 1.0, "lr": 1e-5}}}))
+    cfg = load_config(["--config", str(path), "--stage", "2", "--betas", "0.8,0.9", "--features=none",
+                       "--max-steps", "7", "--local_rank=0"])
+    assert (cfg.hod_weight, cfg.lr, cfg.betas, cfg.features, cfg.max_steps) == (1.0, 1e-5, (0.8, 0.9), None, 7)
+    assert load_config(["--config", str(path), "--stage", "1"]).hod_weight == 0.0
+    with pytest.raises(ValueError, match="choose one with --stage"):
+        load_config(["--config", str(path)])
+    with pytest.raises(ValueError, match="unknown setting"):
+        load_config(["--config", str(path), "--stage", "1", "--hca_stepz", "2"])
+    with pytest.raises(ValueError, match="--hca_steps"):
+        load_config(["--config", str(path), "--stage", "1", "--hca_steps", "1.5"])
+    with pytest.raises(ValueError, match="hca_steps must be >= 1"):
+        load_config(["--config", str(path), "--stage", "1", "--hca_steps", "0"])
+    with pytest.raises(TypeError, match="batch_size"):
+        TrainConfig(target="t", data="d", output_dir="o", batch_size=True)
+
+
+def test_training_learns_the_pattern_at_every_aligning_step(tiny, tmp_path):
+    cfg = config(tiny, tmp_path / "run", max_steps=150, plot=True)
+    final = train(cfg)
+    evals = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    last = [r for r in evals if r["split"] == "eval"][-1]
+    # chance: the target's most frequent argmax covers ~4% of positions
+    target = LlamaForCausalLM.from_pretrained(tiny / "target")
+    counts = Counter()
+    for s in pattern_samples(120):
+        counts.update(target(torch.tensor([s["input_ids"]])).logits[0].argmax(-1).tolist())
+    majority = counts.most_common(1)[0][1] / sum(counts.values())
+    assert majority < 0.1
+    for s in (1, 2, 3):
+        assert last[f"acc_s{s}"] > 0.6, last
+    assert (tmp_path / "run" / "training_curve.png").stat().st_size > 0
+    saved = json.loads((final / "train_config.json").read_text())
+    assert saved["max_steps"] == 150 and saved["hca_steps"] == 3
+    model = HassModel.from_pretrained(tiny / "target", final, dtype=torch.float32)
+    out = model.generate(torch.tensor([[1, 2, 3, 4, 5]]), max_new_tokens=8)
+    assert out.new_tokens == 8
+
+
+def test_resume_gives_the_uninterrupted_result(tiny, tmp_path):
+    kw = dict(max_steps=6, batch_size=2, grad_accum=2, save_every=3, keep_checkpoints=0, eval_fraction=0.0)
+    full = train(config(tiny, tmp_path / "full", **kw))
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    shutil.copytree(tmp_path / "full" / "step-00000003", resumed_dir / "step-00000003")
+    shutil.copy(tmp_path / "full" / "log.jsonl", resumed_dir / "log.jsonl")
+    resumed = train(config(tiny, resumed_dir, resume="auto", **kw))
+    a, b = DraftModel.from_pretrained(full).state_dict(), DraftModel.from_pretrained(resumed).state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    steps = [json.loads(line)["step"] for line in (resumed_dir / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]  # the steps after the checkpoint were dropped, then redone
+    start = DraftModel.from_pretrained(tmp_path / "full" / "step-00000003").state_dict()
+    assert any(not torch.equal(a[k], start[k]) for k in a)
+
+
+def test_offline_features_give_the_online_losses(tiny, tmp_path):
+    from train.data import read_prepared
+
+    _, samples = read_prepared(tiny / "data.jsonl")
+    target = LlamaForCausalLM.from_pretrained(tiny / "target", dtype=torch.bfloat16)
+    write_features(target, samples, tmp_path / "feats", target_fingerprint(target.config, str(tiny / "target")),
+                   shard_size=50, progress=False)
+    online = Run(config(tiny, tmp_path / "on", target_dtype="bfloat16"))
+    offline = Run(config(tiny, tmp_path / "off", target_dtype="bfloat16", features=str(tmp_path / "feats")))
+    for group, exact in ((online.train_set[:1], True), (online.train_set[1:3], False)):
+        batch = collate(group, 64)
+        on, off = online.terms(online.draft, batch, None), offline.terms(offline.draft, batch, None)
+        for t_on, t_off in zip(on, off):
+            for key in ("loss", "reg", "cls", "topk", "acc"):
+                if exact:  # one sample: the very same target forward, stored in the target's own dtype
+                    assert torch.equal(t_on[key], t_off[key]), key
+                else:  # a padded batch vs unpadded per-sample forwards: bf16 rounding only
+                    torch.testing.assert_close(t_on[key], t_off[key], rtol=2e-2, atol=2e-2)
+
+
+def test_feature_shards_resume_after_a_kill(tiny, tmp_path):
+    samples = pattern_samples(40)
+    target = LlamaForCausalLM.from_pretrained(tiny / "target")
+    fp = target_fingerprint(target.config, str(tiny / "target"))
+    folder = write_features(target, samples, tmp_path / "f", fp, shard_size=16, dtype=torch.float32, progress=False)
+    shards = sorted(folder.glob("shard-*.safetensors"))
+    assert len(shards) == 3
+    before = {p.name: p.stat().st_mtime_ns for p in shards}
+    shards[1].unlink()  # killed while writing shard 1: its temporary file is left, the shard is not there
+    (folder / f".{shards[1].name}.tmp").write_bytes(b"partial")
+    with pytest.raises(FeatureStoreError, match="incomplete"):
+        FeatureStore(folder, fp, samples)
+    write_features(target, samples, folder, fp, shard_size=16, dtype=torch.float32, progress=False)
+    after = {p.name: p.stat().st_mtime_ns for p in sorted(folder.glob("shard-*.safetensors"))}
+    assert after.keys() == before.keys()
+    assert after[shards[0].name] == before[shards[0].name] and after[shards[2].name] == before[shards[2].name]
+    store = FeatureStore(folder, fp, samples)
+    for i in (0, 17, 39):
+        ids = torch.tensor([samples[i]["input_ids"]])
+        torch.testing.assert_close(store.get(i), compute_features(target, ids, torch.ones_like(ids))[0])
+    assert store.get(17, 5).shape == (5, 64)
+    other = target_fingerprint(LlamaForCausalLM.from_pretrained(tiny / "other_target").config, "other_target")
+    with pytest.raises(FeatureStoreError, match="another target"):
+        write_features(target, samples, folder, other, shard_size=16, dtype=torch.float32, progress=False)
+    with pytest.raises(FeatureStoreError, match="another data file"):
+        FeatureStore(folder, fp, samples[:-1])
+
+
+def test_bad_inputs_fail_before_training(tiny, tmp_path):
+    narrow = DraftModel.from_target_config(LlamaForCausalLM.from_pretrained(tiny / "narrow_target").config)
+    narrow.save_pretrained(tmp_path / "narrow_draft")
+    with pytest.raises(DraftMismatchError, match="hidden_size"):
+        Run(config(tiny, tmp_path / "a", init_from=str(tmp_path / "narrow_draft")))
+
+    empty = [dict(s, loss_mask=[0] * len(s["loss_mask"])) for s in pattern_samples(5)]
+    write_prepared(tmp_path / "empty.jsonl", {"tokenizer": "none"}, empty)
+    with pytest.raises(ValueError, match="no usable record"):
+        Run(config(tiny, tmp_path / "b", data=str(tmp_path / "empty.jsonl")))
+
+    from train.data import read_prepared
+
+    _, samples = read_prepared(tiny / "data.jsonl")
+    other = LlamaForCausalLM.from_pretrained(tiny / "other_target")
+    write_features(other, samples, tmp_path / "other_feats",
+                   target_fingerprint(other.config, str(tiny / "other_target")), progress=False)
+    with pytest.raises(FeatureStoreError, match="another target"):
+        Run(config(tiny, tmp_path / "c", features=str(tmp_path / "other_feats")))
+
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError, match="not a writable folder"):
+        Run(config(tiny, tmp_path / "a_file" / "out"))
+    assert not any(tmp_path.glob("*/log.jsonl"))
+
+
+@pytest.mark.slow
+def test_deepspeed_two_cpu_processes(tiny, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = Path(sys.executable).parent / "deepspeed"
+    cmd = [str(launcher), "--num_accelerators", "2", "--master_port", str(port), "--module", "train.trainer",
+           "--target", str(tiny / "target"), "--data", str(tiny / "data.jsonl"), "--output_dir", str(tmp_path / "ds"),
+           "--deepspeed", str(ROOT / "configs" / "ds_config.json"), "--max_steps", "3", "--batch_size", "2",
+           "--grad_accum", "2", "--target_dtype", "float32", "--plot", "false", "--threads", "1",
+           "--save_every", "2", "--eval_fraction", "0.05"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    final = tmp_path / "ds" / "final"
+    log = [json.loads(line) for line in (tmp_path / "ds" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["split"] == "train"] == [1, 2, 3]
+    assert (final / "deepspeed").is_dir() and (tmp_path / "ds" / "step-00000002").is_dir()
+    model = HassModel.from_pretrained(tiny / "target", final, dtype=torch.float32)
+    assert model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4).new_tokens == 4

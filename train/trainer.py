@@ -1,0 +1,584 @@
+"""Train a draft: EAGLE-2 (w = 0, n = 1) or HASS (HOD weight w, n HCA steps), one process or under DeepSpeed.
+
+    python -m train.trainer --config configs/train_smollm2_hass.json --stage 1 [--key value ...]
+    deepspeed --num_accelerators 2 --module train.trainer --config ... --deepspeed configs/ds_config.json  # CPU, gloo
+    deepspeed --num_gpus 8 --module train.trainer --config ... --deepspeed configs/ds_config.json
+
+The target is frozen; its features f come from disk (``--features``, see train/features.py) or are computed
+here. Per batch: HCA's n aligning steps (hass.alignment), each scored by the losses of hass.losses, summed,
+one optimiser step. Every checkpoint is a DraftModel folder (what HassModel loads) plus the optimiser,
+schedule and RNG state to resume from, and the resolved config (train_config.json).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from hass.alignment import hca_losses
+from hass.draft import DraftModel
+from hass.losses import LossWeights, feature_noise
+from train.data import read_prepared, split_train_eval
+from train.features import FeatureStore, compute_features, target_fingerprint
+
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+TERMS = ("loss", "reg", "cls", "topk", "acc")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run. Filled from a JSON file, overridden by ``--key value``; validates itself."""
+
+    target: str = ""  # target folder, or a hass.zoo name
+    data: str = ""  # prepared data file (python -m train.prepare_data)
+    output_dir: str = ""
+    features: str | None = None  # offline feature folder; None computes f on the fly
+    init_from: str | None = None  # draft checkpoint to start from (stage 2 starts from stage 1's final)
+    resume: str | None = None  # checkpoint folder to continue, or "auto" (latest in output_dir, if any)
+    deepspeed: str | None = None  # DeepSpeed JSON config (ZeRO-2); needs the deepspeed launcher
+    target_dtype: str = "bfloat16"
+    dtype: str = "bfloat16"  # autocast dtype of the training compute (fp32 master weights); float32 = off
+    draft_bias: bool = True  # bias of the draft's fc layer
+    hca_steps: int = 3  # n; 1 is plain EAGLE training
+    hod_weight: float = 1.0  # w; 0 is the EAGLE loss
+    hod_k: int = 10
+    cls_weight: float = 0.1
+    noise: float = 0.2  # scale of the uniform feature noise (x 512 / L); 0 turns it off
+    epochs: int = 1
+    max_steps: int = 0  # optimiser steps; 0 = epochs over the training split
+    batch_size: int = 2  # per process
+    grad_accum: int = 1
+    max_length: int = 2048
+    lr: float = 3e-5
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.01  # torch's AdamW default
+    warmup_fraction: float = 0.01
+    grad_clip: float = 0.5
+    seed: int = 0
+    eval_fraction: float = 0.02
+    eval_every: int = 0  # optimiser steps between evaluations; 0 = only at the end
+    eval_max_batches: int = 50
+    save_every: int = 0  # optimiser steps between checkpoints; 0 = only at the end
+    keep_checkpoints: int = 2  # step checkpoints kept besides "final"; 0 keeps all
+    threads: int = 0  # torch threads per process; 0 = all cores / processes
+    plot: bool = True
+
+    def __post_init__(self):
+        for name, hint in typing.get_type_hints(TrainConfig).items():
+            _check_type(name, getattr(self, name), hint)
+        for name in ("target", "data", "output_dir"):
+            if not getattr(self, name):
+                raise ValueError(f"TrainConfig.{name} is required")
+        for name in ("target_dtype", "dtype"):
+            if getattr(self, name) not in DTYPES:
+                raise ValueError(f"TrainConfig.{name} must be one of {sorted(DTYPES)}, got {getattr(self, name)!r}")
+        positive = ("hca_steps", "hod_k", "epochs", "batch_size", "grad_accum", "eval_max_batches")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "eval_every", "save_every", "keep_checkpoints", "threads", "hod_weight",
+                     "cls_weight", "noise", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_length < 2:
+            raise ValueError(f"TrainConfig.max_length must be >= 2, got {self.max_length}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"TrainConfig.betas must be in [0, 1), got {self.betas}")
+        for name in ("warmup_fraction", "eval_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(cls=self.cls_weight, hod=self.hod_weight, top_k=self.hod_k)
+
+
+def _check_type(name: str, value, hint) -> None:
+    if isinstance(hint, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(hint) is tuple:
+        if not (isinstance(value, tuple) and len(value) == len(typing.get_args(hint))
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+            raise TypeError(f"TrainConfig.{name} must be {hint}, got {value!r}")
+        return
+    ok = isinstance(value, hint) and not (hint is not bool and isinstance(value, bool))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise TypeError(f"TrainConfig.{name} must be {hint.__name__}, got {value!r}")
+
+
+def _parse_value(name: str, text: str, hint):
+    """A command-line string -> the field's type: 'none' for optional fields, 'a,b' for tuples, true/false."""
+    if isinstance(hint, types.UnionType):
+        if text.lower() in ("none", "null", ""):
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    try:
+        if typing.get_origin(hint) is tuple:
+            return tuple(float(x) for x in text.split(","))
+        if hint is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        return hint(text)
+    except ValueError:
+        raise ValueError(f"--{name}: cannot read {text!r} as {hint}") from None
+
+
+def load_config(argv: list[str]) -> TrainConfig:
+    """``--config FILE [--stage N] [--key value | --key=value ...]``; the launcher's --local_rank is ignored.
+
+    The file's top-level keys are TrainConfig fields; an optional "stages" object maps a stage name to the
+    keys that differ in that stage (the two-stage recipe), selected by --stage.
+    """
+    pairs, i = {}, 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ValueError(f"unexpected argument {arg!r}; use --key value")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(argv):
+                raise ValueError(f"{arg} needs a value")
+            value, i = argv[i + 1], i + 1
+        pairs[key.replace("-", "_")] = value
+        i += 1
+    pairs.pop("local_rank", None)
+    values: dict = {}
+    config_file, stage = pairs.pop("config", None), pairs.pop("stage", None)
+    if config_file is not None:
+        values = json.loads(Path(config_file).read_text())
+        stages = values.pop("stages", {})
+        if stage is not None:
+            if stage not in stages:
+                raise ValueError(f"{config_file} has no stage {stage!r}; stages: {sorted(stages)}")
+            values.update(stages[stage])
+        elif stages:
+            raise ValueError(f"{config_file} describes stages {sorted(stages)}: choose one with --stage")
+        values.pop("_comment", None)
+    elif stage is not None:
+        raise ValueError("--stage needs --config")
+    hints = typing.get_type_hints(TrainConfig)
+    unknown = sorted((set(values) | set(pairs)) - set(hints))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; known: {sorted(hints)}")
+    if isinstance(values.get("betas"), list):
+        values["betas"] = tuple(values["betas"])
+    values.update({k: _parse_value(k, v, hints[k]) for k, v in pairs.items()})
+    return TrainConfig(**values)
+
+
+# ------------------------------------------------------------------------------------------------ data
+@dataclass
+class Batch:
+    indices: list[int]  # positions of the samples in the data file (feature keys)
+    input_ids: torch.Tensor  # (B, T), right padded
+    valid: torch.Tensor  # (B, T) bool
+    loss_mask: torch.Tensor  # (B, T)
+    lengths: torch.Tensor  # (B,)
+
+    def to(self, device) -> "Batch":
+        return Batch(self.indices, *(t.to(device) for t in (self.input_ids, self.valid, self.loss_mask, self.lengths)))
+
+
+def collate(samples: list[dict], max_length: int) -> Batch:
+    lengths = [min(len(s["input_ids"]), max_length) for s in samples]
+    t = max(lengths)
+    ids, valid, mask = (torch.zeros(len(samples), t, dtype=dt) for dt in (torch.long, torch.bool, torch.long))
+    for b, (s, n) in enumerate(zip(samples, lengths)):
+        ids[b, :n] = torch.tensor(s["input_ids"][:n])
+        valid[b, :n] = True
+        mask[b, :n] = torch.tensor(s["loss_mask"][:n])
+    return Batch([s["index"] for s in samples], ids, valid, mask, torch.tensor(lengths))
+
+
+def load_samples(cfg: TrainConfig) -> tuple[list[dict], list[dict], list[dict]]:
+    """(all samples, train split, eval split); each sample gets its file position as "index"."""
+    _, samples = read_prepared(cfg.data)
+    samples = [dict(s, index=i) for i, s in enumerate(samples)]
+    # a loss position is an assistant token with a next token inside max_length (hass.losses.loss_positions)
+    usable = [s for s in samples if any(s["loss_mask"][:min(len(s["input_ids"]), cfg.max_length) - 1])]
+    if not usable:
+        raise ValueError(f"{cfg.data}: no usable record among {len(samples)}: none has an assistant token "
+                         f"followed by another token within max_length={cfg.max_length}")
+    train_set, eval_set = split_train_eval(usable, cfg.eval_fraction, cfg.seed)
+    return samples, train_set, eval_set
+
+
+def micro_batch(train_set: list[dict], m: int, cfg: TrainConfig, rank: int, world: int) -> list[dict]:
+    """The m-th micro-batch of this process: a pure function of (seed, m), so resuming needs no data state.
+
+    Each epoch is a fresh seeded permutation cut into batches; process r takes batches r, r + world, ...
+    """
+    per_epoch = batches_per_epoch(len(train_set), cfg.batch_size, world)
+    epoch, k = divmod(m, per_epoch)
+    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
+    start = (k * world + rank) * cfg.batch_size
+    return [train_set[i] for i in order[start:start + cfg.batch_size]]
+
+
+def batches_per_epoch(n: int, batch_size: int, world: int) -> int:
+    return max(1, math.ceil(n / batch_size) // world)
+
+
+# ------------------------------------------------------------------------------------------- training
+class Run:
+    """The live objects of one training run: target, draft (or DeepSpeed engine), optimiser, schedule."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.rank, self.world, self.device = _setup_distributed(cfg)
+        self.out = _prepare_output_dir(cfg.output_dir)
+        self.samples, self.train_set, self.eval_set = load_samples(cfg)
+        target_path = _resolve_target(cfg.target)
+        target_config = AutoConfig.from_pretrained(target_path)
+        self.draft = _build_draft(cfg, target_config)
+        self.store = None
+        if cfg.features:
+            self.store = FeatureStore(cfg.features, target_fingerprint(target_config, str(target_path)), self.samples)
+        self.target = AutoModelForCausalLM.from_pretrained(target_path, dtype=DTYPES[cfg.target_dtype])
+        self.target.to(self.device).eval().requires_grad_(False)
+        self.draft.to(self.device)
+
+        per_epoch = batches_per_epoch(len(self.train_set), cfg.batch_size, self.world)
+        self.total_steps = cfg.max_steps or max(1, cfg.epochs * per_epoch // cfg.grad_accum)
+        warmup = max(1, round(cfg.warmup_fraction * self.total_steps))
+        self.optimizer = torch.optim.AdamW(self.draft.parameters(), lr=cfg.lr, betas=cfg.betas,
+                                           weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup_then_linear(warmup, self.total_steps))
+        self.engine = None
+        if cfg.deepspeed:
+            import deepspeed
+
+            self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+                model=self.draft, optimizer=self.optimizer, lr_scheduler=self.scheduler,
+                config=deepspeed_config(cfg.deepspeed, cfg))
+        self.step = 0
+        self.log_path = self.out / "log.jsonl"
+
+    # ------------------------------------------------------------------ the loss of one batch
+    def terms(self, draft, batch: Batch, generator: torch.Generator | None) -> list[dict[str, torch.Tensor]]:
+        """HCA loss terms of a batch; noise on the input features only when a generator is given."""
+        batch = batch.to(self.device)
+        if self.store is None:
+            f = compute_features(self.target, batch.input_ids, batch.valid)  # (B, T, h)
+        else:
+            f = torch.zeros(*batch.input_ids.shape, self.store.hidden_size, dtype=DTYPES[self.cfg.target_dtype])
+            for b, (i, n) in enumerate(zip(batch.indices, batch.lengths.tolist())):
+                f[b, :n] = self.store.get(i, n)
+            f = f.to(self.device)
+        next_ids = torch.cat([batch.input_ids[:, 1:], torch.zeros_like(batch.input_ids[:, :1])], dim=1)
+        with torch.no_grad():
+            token_embeds = self.target.get_input_embeddings()(next_ids).float()  # (B, T, h) E(x_{t+1})
+        inputs = f.float()
+        if generator is not None and self.cfg.noise > 0:
+            inputs = feature_noise(inputs, batch.lengths, generator, self.cfg.noise)
+        positions = torch.arange(f.shape[1], device=self.device).expand(f.shape[0], -1)
+        head = self.target.get_output_embeddings()
+        with self.autocast():
+            return hca_losses(draft, lambda x: head(x.to(head.weight.dtype)), inputs, f, token_embeds, positions,
+                              batch.valid, batch.loss_mask, self.cfg.hca_steps, self.cfg.loss_weights)
+
+    def autocast(self):
+        dtype = DTYPES[self.cfg.dtype]
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    # ------------------------------------------------------------------ one optimiser step
+    def train_step(self) -> dict:
+        cfg, sums, tokens = self.cfg, {}, 0
+        for a in range(cfg.grad_accum):
+            m = self.step * cfg.grad_accum + a
+            batch = collate(micro_batch(self.train_set, m, cfg, self.rank, self.world), cfg.max_length)
+            generator = torch.Generator(self.device).manual_seed(cfg.seed + 1_000_003 * (m * self.world + self.rank))
+            terms = self.terms(self.engine if self.engine is not None else self.draft, batch, generator)
+            loss = sum(t["loss"] for t in terms)
+            if self.engine is not None:
+                self.engine.backward(loss)
+                self.engine.step()
+            else:
+                (loss / cfg.grad_accum).backward()
+            _accumulate(sums, terms, loss)
+            tokens += int(batch.valid.sum())
+        if self.engine is not None:
+            grad_norm = self.engine.get_global_grad_norm()
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.draft.parameters(), cfg.grad_clip or float("inf"))
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        record = {k: v / cfg.grad_accum for k, v in sums.items()}
+        record.update(grad_norm=float(grad_norm) if grad_norm is not None else None, tokens=tokens)
+        return record
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        self.draft.eval()
+        sums, n = {}, 0
+        for start in range(0, len(self.eval_set), self.cfg.batch_size):
+            if n == self.cfg.eval_max_batches:
+                break
+            batch = collate(self.eval_set[start:start + self.cfg.batch_size], self.cfg.max_length)
+            terms = self.terms(self.draft, batch, None)  # the bare module: only process 0 evaluates
+            _accumulate(sums, terms, sum(t["loss"] for t in terms))
+            n += 1
+        self.draft.train()
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, name: str) -> Path:
+        """Write checkpoint ``name`` atomically: filled under a temporary name, renamed when complete."""
+        dest, tmp = self.out / name, self.out / f".{name}.tmp"
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        _barrier(self.world)
+        if self.engine is not None:  # ZeRO shards the optimiser state: every process writes its part
+            self.engine.save_checkpoint(str(tmp), tag="deepspeed")
+        torch.save({"torch": torch.get_rng_state()}, tmp / f"rng_state_{self.rank}.pt")
+        _barrier(self.world)
+        if self.rank == 0:
+            self.draft.save_pretrained(tmp)
+            if self.engine is None:
+                torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                           tmp / "optimizer.pt")
+            (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step, "world": self.world}) + "\n")
+            (tmp / "train_config.json").write_text(json.dumps(dataclasses.asdict(self.cfg), indent=2) + "\n")
+            if dest.exists():
+                old = self.out / f".{name}.old"
+                os.replace(dest, old)
+                os.replace(tmp, dest)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, dest)
+            self._prune()
+        _barrier(self.world)
+        return dest
+
+    def _prune(self) -> None:
+        if self.cfg.keep_checkpoints:
+            for old in sorted(self.out.glob("step-*"))[:-self.cfg.keep_checkpoints]:
+                shutil.rmtree(old)
+
+    def load(self, folder: Path) -> None:
+        state = json.loads((folder / "trainer_state.json").read_text())
+        if state["world"] != self.world:
+            raise ValueError(f"{folder} was written by {state['world']} processes, this run has {self.world}: "
+                             f"the data order would change; resume with the same number of processes")
+        if self.engine is not None:
+            self.engine.load_checkpoint(str(folder), tag="deepspeed")
+        else:
+            self.draft.load_state_dict(DraftModel.from_pretrained(folder).state_dict())
+            opt = torch.load(folder / "optimizer.pt", weights_only=True)
+            self.optimizer.load_state_dict(opt["optimizer"])
+            self.scheduler.load_state_dict(opt["scheduler"])
+        torch.set_rng_state(torch.load(folder / f"rng_state_{self.rank}.pt", weights_only=True)["torch"])
+        self.step = state["step"]
+        if self.rank == 0 and self.log_path.exists():  # drop log lines of steps this run will redo
+            lines = [ln for ln in self.log_path.read_text().splitlines() if json.loads(ln)["step"] <= self.step]
+            self.log_path.write_text("".join(ln + "\n" for ln in lines))
+
+    def log(self, record: dict) -> None:
+        if self.rank == 0:
+            with self.log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _accumulate(sums: dict, terms: list[dict], loss: torch.Tensor) -> None:
+    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+    for s, t in enumerate(terms, start=1):
+        for key in TERMS:
+            sums[f"{key}_s{s}"] = sums.get(f"{key}_s{s}", 0.0) + float(t[key].detach())
+
+
+def _warmup_then_linear(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) training; return the final checkpoint folder."""
+    run = Run(cfg)
+    resume = _find_resume(cfg, run.out)
+    if resume is not None:
+        run.load(resume)
+    if run.rank == 0:
+        print(f"training: {len(run.train_set)} train / {len(run.eval_set)} eval samples, {run.total_steps} steps "
+              f"x {cfg.grad_accum} x {cfg.batch_size} x {run.world} processes, features "
+              f"{'from ' + cfg.features if cfg.features else 'online'}, n={cfg.hca_steps}, w={cfg.hod_weight}"
+              + (f", resumed at step {run.step}" if resume else ""), file=sys.stderr)
+    bar = tqdm(total=run.total_steps, initial=run.step, disable=run.rank != 0, unit="step")
+    while run.step < run.total_steps:
+        start = time.perf_counter()
+        record = run.train_step()
+        elapsed = time.perf_counter() - start
+        record.update(step=run.step, split="train", lr=run.scheduler.get_last_lr()[0], seconds=elapsed,
+                      tokens_per_s=record["tokens"] / elapsed, max_rss_mb=_max_rss_mb())
+        run.log(record)
+        bar.update()
+        bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record[f'acc_s{cfg.hca_steps}']:.2f}")
+        last = run.step == run.total_steps
+        if run.eval_set and ((cfg.eval_every and run.step % cfg.eval_every == 0) or last):
+            if run.rank == 0:
+                run.log({"step": run.step, "split": "eval", **run.evaluate()})
+            _barrier(run.world)
+        if cfg.save_every and run.step % cfg.save_every == 0 and not last:
+            run.save(f"step-{run.step:08d}")
+    bar.close()
+    final = run.save("final")
+    if run.rank == 0 and cfg.plot:
+        plot_curves(run.log_path, run.out / "training_curve.png")
+    return final
+
+
+def plot_curves(log_path: Path, png_path: Path) -> None:
+    """Loss and draft top-1 accuracy per aligning step, train and eval, against the optimiser step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for split, style in (("train", "-"), ("eval", "o--")):
+        rows = [r for r in records if r["split"] == split]
+        if not rows:
+            continue
+        steps = [r["step"] for r in rows]
+        ax_loss.plot(steps, [r["loss"] for r in rows], style, label=split)
+        for key in sorted(k for k in rows[0] if k.startswith("acc_s")):
+            ax_acc.plot(steps, [r[key] for r in rows], style, label=f"{split} step {key[5:]}")
+    ax_loss.set(xlabel="step", ylabel="loss (sum over aligning steps)", yscale="log")
+    ax_acc.set(xlabel="step", ylabel="draft top-1 accuracy", ylim=(0, 1))
+    for ax in (ax_loss, ax_acc):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ set-up
+def _setup_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not cfg.deepspeed:
+        raise ValueError(f"{world} processes were launched but no --deepspeed config was given")
+    rank, local_rank = 0, 0
+    if cfg.deepspeed:
+        import deepspeed
+
+        deepspeed.init_distributed()
+        rank, local_rank = torch.distributed.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if cfg.threads or (world > 1 and device.type == "cpu"):
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world))
+    torch.manual_seed(cfg.seed + rank)
+    return rank, world, device
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def _prepare_output_dir(path: str) -> Path:
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise ValueError(f"output_dir {path!r} is not a writable folder: {e}") from e
+    return out
+
+
+def _resolve_target(name_or_path: str) -> Path:
+    if Path(name_or_path).expanduser().is_dir():
+        return Path(name_or_path).expanduser()
+    from hass.zoo import ensure_target
+
+    return ensure_target(name_or_path)
+
+
+def _build_draft(cfg: TrainConfig, target_config) -> DraftModel:
+    torch.manual_seed(cfg.seed)  # the same initial draft on every process
+    if cfg.init_from:
+        draft = DraftModel.from_pretrained(cfg.init_from, dtype=torch.float32)
+    else:
+        draft = DraftModel.from_target_config(target_config, bias=cfg.draft_bias)
+    draft.check_matches(target_config)
+    return draft.float().train()
+
+
+def _find_resume(cfg: TrainConfig, out: Path) -> Path | None:
+    if cfg.resume is None:
+        return None
+    if cfg.resume != "auto":
+        folder = Path(cfg.resume)
+        if not (folder / "trainer_state.json").is_file():
+            raise ValueError(f"resume: {folder} is not a training checkpoint (no trainer_state.json)")
+        return folder
+    found = [f for f in out.iterdir() if (f / "trainer_state.json").is_file() and not f.name.startswith(".")]
+    return max(found, key=lambda f: json.loads((f / "trainer_state.json").read_text())["step"], default=None)
+
+
+def deepspeed_config(path: str, cfg: TrainConfig) -> dict:
+    """The DeepSpeed config with its "auto" values filled from TrainConfig, which owns these settings."""
+    ds = json.loads(Path(path).read_text())
+    owned = {"train_micro_batch_size_per_gpu": cfg.batch_size, "gradient_accumulation_steps": cfg.grad_accum,
+             "gradient_clipping": cfg.grad_clip}
+    for key, value in owned.items():
+        if ds.get(key, "auto") == "auto":
+            ds[key] = value
+        elif ds[key] != value:
+            raise ValueError(f"{path}: {key}={ds[key]} disagrees with the training config ({value}); "
+                             f"set it to \"auto\"")
+    if ds.get("train_batch_size") == "auto":
+        del ds["train_batch_size"]
+    for key in ("bf16", "fp16"):
+        if ds.get(key, {}).get("enabled"):
+            raise ValueError(f"{path}: {key} mode casts the weights to half precision; remove it and use "
+                             f"--dtype (autocast with fp32 master weights)")
+    for key in ("optimizer", "scheduler"):
+        if key in ds:
+            raise ValueError(f"{path}: remove {key!r}: the trainer builds AdamW and its schedule from its config")
+    ds.setdefault("zero_allow_untested_optimizer", True)
+    return ds
+
+
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = load_config(sys.argv[1:] if argv is None else argv)
+    print(f"final checkpoint: {train(cfg)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
