@@ -199,22 +199,36 @@ def test_bad_inputs_fail_before_training(tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_deepspeed_two_cpu_processes(tiny, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_deepspeed_two_cpu_processes_train_and_resume(tiny, tmp_path):
+    """ZeRO-2 over gloo with 2 CPU processes: a few steps, a checkpoint HassModel loads, and an exact resume."""
     launcher = Path(sys.executable).parent / "deepspeed"
-    cmd = [str(launcher), "--num_accelerators", "2", "--master_port", str(port), "--module", "train.trainer",
-           "--target", str(tiny / "target"), "--data", str(tiny / "data.jsonl"), "--output_dir", str(tmp_path / "ds"),
-           "--deepspeed", str(ROOT / "configs" / "ds_config.json"), "--max_steps", "3", "--batch_size", "2",
-           "--grad_accum", "2", "--target_dtype", "float32", "--plot", "false", "--threads", "1",
-           "--save_every", "2", "--eval_fraction", "0.05"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    def launch(out: Path, *extra: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [str(launcher), "--num_accelerators", "2", "--master_port", str(port), "--module", "train.trainer",
+               "--target", str(tiny / "target"), "--data", str(tiny / "data.jsonl"), "--output_dir", str(out),
+               "--deepspeed", str(ROOT / "configs" / "ds_config.json"), "--max_steps", "4", "--batch_size", "2",
+               "--grad_accum", "2", "--target_dtype", "float32", "--plot", "false", "--threads", "1",
+               "--save_every", "2", "--keep_checkpoints", "0", "--eval_fraction", "0.05", "--lr", "1e-3", *extra]
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    launch(tmp_path / "ds")
     final = tmp_path / "ds" / "final"
     log = [json.loads(line) for line in (tmp_path / "ds" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log if r["split"] == "train"] == [1, 2, 3]
-    assert (final / "deepspeed").is_dir() and (tmp_path / "ds" / "step-00000002").is_dir()
+    assert [r["step"] for r in log if r["split"] == "train"] == [1, 2, 3, 4]
+    assert (final / "deepspeed").is_dir()
     model = HassModel.from_pretrained(tiny / "target", final, dtype=torch.float32)
     assert model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4).new_tokens == 4
+
+    (tmp_path / "again").mkdir()
+    shutil.copytree(tmp_path / "ds" / "step-00000002", tmp_path / "again" / "step-00000002")
+    launch(tmp_path / "again", "--resume", "auto")
+    a = DraftModel.from_pretrained(final).state_dict()
+    b = DraftModel.from_pretrained(tmp_path / "again" / "final").state_dict()
+    middle = DraftModel.from_pretrained(tmp_path / "ds" / "step-00000002").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], middle[k]) for k in a)

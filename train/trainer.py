@@ -305,6 +305,7 @@ class Run:
     # ------------------------------------------------------------------ one optimiser step
     def train_step(self) -> dict:
         cfg, sums, tokens = self.cfg, {}, 0
+        lr = self.optimizer.param_groups[0]["lr"]
         for a in range(cfg.grad_accum):
             m = self.step * cfg.grad_accum + a
             batch = collate(micro_batch(self.train_set, m, cfg, self.rank, self.world), cfg.max_length)
@@ -327,7 +328,7 @@ class Run:
             self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         record = {k: v / cfg.grad_accum for k, v in sums.items()}
-        record.update(grad_norm=float(grad_norm) if grad_norm is not None else None, tokens=tokens)
+        record.update(lr=lr, grad_norm=float(grad_norm) if grad_norm is not None else None, tokens=tokens)
         return record
 
     @torch.no_grad()
@@ -433,10 +434,10 @@ def train(cfg: TrainConfig) -> Path:
     bar = tqdm(total=run.total_steps, initial=run.step, disable=run.rank != 0, unit="step")
     while run.step < run.total_steps:
         start = time.perf_counter()
-        record = run.train_step()
+        terms = run.train_step()
         elapsed = time.perf_counter() - start
-        record.update(step=run.step, split="train", lr=run.scheduler.get_last_lr()[0], seconds=elapsed,
-                      tokens_per_s=record["tokens"] / elapsed, max_rss_mb=_max_rss_mb())
+        record = {"step": run.step, "split": "train", **terms, "seconds": elapsed,
+                  "tokens_per_s": terms["tokens"] / elapsed, "max_rss_mb": _max_rss_mb()}
         run.log(record)
         bar.update()
         bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record[f'acc_s{cfg.hca_steps}']:.2f}")
@@ -463,14 +464,15 @@ def plot_curves(log_path: Path, png_path: Path) -> None:
 
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    for split, style in (("train", "-"), ("eval", "o--")):
+    for split, style, alpha in (("train", "-", 0.6), ("eval", "o--", 1.0)):
         rows = [r for r in records if r["split"] == split]
         if not rows:
             continue
         steps = [r["step"] for r in rows]
-        ax_loss.plot(steps, [r["loss"] for r in rows], style, label=split)
+        ax_loss.plot(steps, [r["loss"] for r in rows], style, color="C0", alpha=alpha, label=split)
         for key in sorted(k for k in rows[0] if k.startswith("acc_s")):
-            ax_acc.plot(steps, [r[key] for r in rows], style, label=f"{split} step {key[5:]}")
+            s = int(key[5:])
+            ax_acc.plot(steps, [r[key] for r in rows], style, color=f"C{s - 1}", alpha=alpha, label=f"{split}, aligning step {s}")
     ax_loss.set(xlabel="step", ylabel="loss (sum over aligning steps)", yscale="log")
     ax_acc.set(xlabel="step", ylabel="draft top-1 accuracy", ylim=(0, 1))
     for ax in (ax_loss, ax_acc):
