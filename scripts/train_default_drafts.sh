@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Train the two shipped SmolLM2-135M-Instruct drafts on this CPU (issue 5), HASS then EAGLE-2, same data,
+# steps and seed, and copy each final draft into checkpoints/. Rerunning resumes a killed run.
+#   bash scripts/train_default_drafts.sh        (logs: runs/smollm2_cpu_<kind>/stage<N>/log.jsonl)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=data/SmolLM2-135M-Instruct_sharegpt_2000.jsonl
+if [ ! -f "$data" ]; then
+  bash scripts/prepare_data.sh SmolLM2-135M-Instruct 2000   # writes data/sharegpt_SmolLM2-135M-Instruct_2000.jsonl
+  mv data/sharegpt_SmolLM2-135M-Instruct_2000.jsonl "$data"
+fi
+for kind in hass eagle2; do
+  for stage in 1 2; do
+    python -m train.trainer --config configs/smollm2_cpu_$kind.json --stage $stage --resume auto
+  done
+done
+python - <<'PY'
+import shutil
+from pathlib import Path
+for kind, name in (("hass", "HASS"), ("eagle2", "EAGLE2")):
+    dst = Path(f"checkpoints/SmolLM2-135M-Instruct-{name}")
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(Path(f"runs/smollm2_cpu_{kind}/stage2/final") / f, dst / f)
+    print("shipped", dst)
+PY
