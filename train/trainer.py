@@ -67,7 +67,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.01  # torch's AdamW default
     warmup_fraction: float = 0.01
-    grad_clip: float = 0.5
+    grad_clip: float = 0.5  # max global gradient norm; 0 turns clipping off
     seed: int = 0
     eval_fraction: float = 0.02
     eval_every: int = 0  # optimiser steps between evaluations; 0 = only at the end
