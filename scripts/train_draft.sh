@@ -4,7 +4,7 @@
 #   KIND    hass (stage 1 w=0 n=3, stage 2 w=1 n=3) or eagle2 (w=0 n=1 in both stages)
 # Environment: DATA (prepared file; made from ShareGPT if missing, MAX_RECORDS dialogues, default 2000),
 # FEATURES (a folder: compute target features offline once and train from them), OUT (default
-# checkpoints/<target>_<kind>), CONFIG (default configs/train_smollm2_<kind>.json), NPROC (DeepSpeed).
+# runs/<target>_<kind>), CONFIG (default configs/train_smollm2_<kind>.json), NPROC (DeepSpeed).
 # Extra --key value pairs go to both stages. The draft ends in $OUT/stage2/final.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +30,7 @@ if [ -n "${FEATURES:-}" ]; then
   common+=(--features "$FEATURES")
 fi
 config=${CONFIG:-configs/train_smollm2_${kind}.json}
-out=${OUT:-checkpoints/${name}_${kind}}
+out=${OUT:-runs/${name}_${kind}}
 scripts/train_stage1.sh "$config" "${common[@]}" --output_dir "$out/stage1" "$@"
 scripts/train_stage2.sh "$config" "${common[@]}" --init_from "$out/stage1/final" --output_dir "$out/stage2" "$@"
 echo "draft ready: $out/stage2/final"
