@@ -1,0 +1,51 @@
+"""The embedded default end to end: SmolLM2-135M-Instruct from PyPI with the shipped drafts (fp32, greedy).
+
+Speculative output must equal plain greedy output, and the shipped HASS draft's mean accept length on these
+prompts must stay above a floor set from our measurements (README, "Results"), so a broken draft, tree or
+cache cannot pass silently.
+"""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from hass import HassModel, TreeConfig
+from hass.zoo import ensure_smollm2
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = [
+    "What are the three primary colors? Answer in one sentence.",
+    "Write a Python function that returns the factorial of n.",
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?",
+]
+# Measured mean accept length of the shipped HASS draft on these prompts (fp32, 96 new tokens, 60/6/10 tree),
+# minus a margin for platform differences; see the README's results section.
+HASS_TAU_FLOOR = 1.3
+
+
+@pytest.fixture(scope="module")
+def target_path():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)  # a real model uses the cores (conftest pins tiny ones to 1)
+    yield ensure_smollm2()
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("draft_name,floor", [("SmolLM2-135M-Instruct-HASS", HASS_TAU_FLOOR),
+                                              ("SmolLM2-135M-Instruct-EAGLE2", 1.0)])
+def test_shipped_draft_is_lossless_and_accepts(target_path, draft_name, floor):
+    model = HassModel.from_pretrained(target_path, ROOT / "checkpoints" / draft_name, dtype=torch.float32)
+    vanilla = HassModel(model.target, None, model.tokenizer)
+    accepted = []
+    for text in PROMPTS:
+        ids = model.tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                  return_tensors="pt")["input_ids"]
+        out = model.generate(ids, max_new_tokens=96, tree=TreeConfig(60, 6, 10))
+        ref = vanilla.generate(ids, max_new_tokens=96)
+        assert out.sequences.tolist() == ref.sequences.tolist(), text
+        accepted += out.accept_lengths
+    tau = sum(accepted) / len(accepted)
+    assert tau >= floor, f"{draft_name}: mean accept length {tau:.2f} is below the floor {floor}"
