@@ -18,9 +18,12 @@ python - <<'PY'
 import shutil
 from pathlib import Path
 for kind, name in (("hass", "HASS"), ("eagle2", "EAGLE2")):
-    dst = Path(f"checkpoints/SmolLM2-135M-Instruct-{name}")
+    run, dst = Path(f"runs/smollm2_cpu_{kind}"), Path(f"checkpoints/SmolLM2-135M-Instruct-{name}")
     dst.mkdir(parents=True, exist_ok=True)
     for f in ("config.json", "model.safetensors"):
-        shutil.copy(Path(f"runs/smollm2_cpu_{kind}/stage2/final") / f, dst / f)
+        shutil.copy(run / "stage2/final" / f, dst / f)
+    for stage in (1, 2):  # the resolved config and the training curve of each stage
+        shutil.copy(run / f"stage{stage}/final/train_config.json", dst / f"train_config_stage{stage}.json")
+        shutil.copy(run / f"stage{stage}/training_curve.png", dst / f"training_curve_stage{stage}.png")
     print("shipped", dst)
 PY

@@ -20,9 +20,9 @@ PROMPTS = [
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
     "How many clips did Natalia sell altogether in April and May?",
 ]
-# Measured mean accept length of the shipped HASS draft on these prompts (fp32, 96 new tokens, 60/6/10 tree),
-# minus a margin for platform differences; see the README's results section.
-HASS_TAU_FLOOR = 1.3
+# Measured mean accept length on these prompts (fp32, 96 new tokens, 60/6/10 tree): HASS 1.61, EAGLE-2 1.58
+# (2026-11-27, this repository's CPU); the floor leaves a margin for platform differences.
+TAU_FLOOR = 1.3
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,8 @@ def target_path():
 
 
 @pytest.mark.real_model
-@pytest.mark.parametrize("draft_name,floor", [("SmolLM2-135M-Instruct-HASS", HASS_TAU_FLOOR),
-                                              ("SmolLM2-135M-Instruct-EAGLE2", 1.0)])
+@pytest.mark.parametrize("draft_name,floor", [("SmolLM2-135M-Instruct-HASS", TAU_FLOOR),
+                                              ("SmolLM2-135M-Instruct-EAGLE2", TAU_FLOOR)])
 def test_shipped_draft_is_lossless_and_accepts(target_path, draft_name, floor):
     model = HassModel.from_pretrained(target_path, ROOT / "checkpoints" / draft_name, dtype=torch.float32)
     vanilla = HassModel(model.target, None, model.tokenizer)
