@@ -4,17 +4,20 @@ At decoding time, the s-th draft step at position i sees true target features on
 i - (s - 1) and its own estimates for the s - 1 positions after that. HCA reproduces that context in
 training:
 
-    F^(0) = f (noised);  for s = 1..n:  g^(s) = draft over [F^(0); ...; F^(s-1)] with the step-s mask
+    F^(0) = f (noised);  for s = 1..n:  g^(s) = draft over F^(s-1), attending to the keys of F^(0..s-1)
                                          F^(s)_0 = f_0,  F^(s)_i = g^(s)_{i-1}   (detached)
 
-Each step is ONE draft forward over the s feature sets concatenated along the sequence (length s*L);
-queries of the newest set F^(s-1) at position i read key position j <= i from set
-k(i, j) = max(0, (s - 1) - (i - j)): itself from the newest set, position i - 1 from the set before, ...,
-and every key at distance >= s - 1 from the true features. Only the newest set's outputs are used.
+Step s is ONE draft forward whose queries are the newest set F^(s-1) (length L) and whose keys/values are
+those of all s sets concatenated along the sequence (length s*L). Query i reads key position j <= i from
+set k(i, j) = max(0, (s - 1) - (i - j)): itself from the newest set, position i - 1 from the set before,
+..., and every key at distance >= s - 1 from the true features.
 
-Memory: the attention scores of step s are (B, heads, s*L, s*L), i.e. they grow as (s*L)^2 per head
-(9x the plain forward at s = 3); SDPA's fused CPU/GPU kernels avoid materialising them, the additive mask
-(B, 1, s*L, s*L) is still materialised.
+A key/value of set k depends only on that set's own input (the draft layer has no input norm), so the
+keys/values computed when set k was the newest one are reused by every later step: the steps share one
+growing transformers ``DynamicCache`` (concatenation keeps the autograd graph, so gradients flow into every
+use, exactly as if each step recomputed them). Step s therefore costs one L-token forward with an
+(L, s*L) mask, not an s*L-token forward with an (s*L)^2 one: n = 3 runs the draft layer on 3L tokens
+instead of 6L and the attention over 6 instead of 14 L x L blocks.
 """
 from __future__ import annotations
 
@@ -22,47 +25,44 @@ from typing import Callable
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from . import hf
 from .losses import LossWeights, loss_positions, shift_left, step_loss
 
 
 def hca_mask(valid: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
-    """Additive mask (B, 1, s*L, s*L) of the step-s forward over s concatenated feature sets.
+    """Additive mask (B, 1, L, s*L) of the step-s forward: newest-set queries over the keys of s sets.
 
-    valid: (B, L) bool, False on padding. Row (a, i) is query position i of set a, column (k, j) key
-    position j of set k. Rows of the newest set a = s-1 keep (k, j) iff j <= i, j is valid and
-    k == max(0, s-1-(i-j)). Rows of older sets (whose outputs are discarded) are causal within their own
-    set. Every row keeps its own diagonal so no row is fully masked (padded rows otherwise would be).
+    valid: (B, L) bool, False on padding. Row i is query position i of the newest set (s - 1), column
+    (k, j) key position j of set k; it is kept iff j <= i, j is valid and k == max(0, s-1-(i-j)). Every row
+    also keeps its own diagonal (set s - 1, j = i) so padded rows are not fully masked.
     """
     b, length = valid.shape
     device = valid.device
     pos = torch.arange(length, device=device)
     dist = pos[:, None] - pos[None, :]  # (L, L) i - j
-    chosen_set = (steps - 1 - dist).clamp(min=0)  # (L, L) set read by the newest queries
+    chosen_set = (steps - 1 - dist).clamp(min=0)  # (L, L)
     sets = torch.arange(steps, device=device)
-    newest_ok = sets[None, None, :, None] == chosen_set[None, :, None, :]  # (1, L, s, L)
-    own_ok = sets[:, None, None, None] == sets[None, None, :, None]  # (s, 1, s, 1)
-    is_newest = (sets == steps - 1)[:, None, None, None]  # (s, 1, 1, 1)
-    keep = torch.where(is_newest, newest_ok, own_ok) & (dist >= 0)[None, :, None, :]  # (s, L, s, L)
-    keep = keep[None] & valid.bool()[:, None, None, None, :]  # (B, s, L, s, L)
-    keep = keep.reshape(b, steps * length, steps * length) | torch.eye(steps * length, dtype=torch.bool, device=device)
-    return hf.additive_mask(keep, dtype)[:, None]  # (B, 1, s*L, s*L)
+    keep = (sets[None, :, None] == chosen_set[:, None, :]) & (dist >= 0)[:, None, :]  # (L, s, L)
+    keep = keep[None] & valid.bool()[:, None, None, :]  # (B, L, s, L)
+    keep = keep.reshape(b, length, steps * length)
+    keep[:, pos, (steps - 1) * length + pos] = True
+    return hf.additive_mask(keep, dtype)[:, None]  # (B, 1, L, s*L)
 
 
 def hca_step(
     draft: nn.Module,
-    feature_sets: list[torch.Tensor],  # s tensors (B, L, h): F^(0) .. F^(s-1)
+    features: torch.Tensor,  # (B, L, h) the newest feature set F^(s-1)
     token_embeds: torch.Tensor,  # (B, L, h) E(x_{t+1})
     position_ids: torch.Tensor,  # (B, L)
     valid: torch.Tensor,  # (B, L) bool
+    cache: DynamicCache,  # keys/values of F^(0) .. F^(s-2); this step appends F^(s-1)'s
 ) -> torch.Tensor:  # (B, L, h) g^(s)
-    """One draft forward of aligning step s = len(feature_sets); returns the newest set's outputs."""
-    steps, length = len(feature_sets), token_embeds.shape[1]
-    features = torch.cat(feature_sets, dim=1)  # (B, s*L, h)
+    """One draft forward of aligning step s = (sets in the cache) + 1."""
+    steps = cache.get_seq_length() // token_embeds.shape[1] + 1
     mask = hca_mask(valid, steps, _compute_dtype(features))
-    g = draft(features, token_embeds.repeat(1, steps, 1), position_ids.repeat(1, steps), attention_mask=mask)
-    return g[:, -length:]
+    return draft(features, token_embeds, position_ids, attention_mask=mask, cache=cache)
 
 
 def shift_right(g: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
@@ -95,15 +95,16 @@ def hca_losses(
     f_next = shift_left(target_features)[sel]  # (N, h)
     with torch.no_grad():
         target_probs = torch.softmax(lm_head(f_next).float(), dim=-1)  # (N, V)
+        target_top = target_probs.topk(min(weights.top_k, target_probs.shape[-1]), dim=-1)  # shared by all steps
     ones = torch.ones(f_next.shape[0], device=f_next.device)
-    feature_sets = [input_features]
-    terms = []
+    cache = DynamicCache()
+    features, terms = input_features, []
     for s in range(1, steps + 1):
-        g = hca_step(draft, feature_sets, token_embeds, position_ids, valid)  # (B, L, h)
+        g = hca_step(draft, features, token_embeds, position_ids, valid, cache)  # (B, L, h)
         g_sel = g[sel]  # (N, h)
-        terms.append(step_loss(g_sel, f_next, target_probs, lm_head(g_sel), ones, weights))
+        terms.append(step_loss(g_sel, f_next, target_probs, lm_head(g_sel), ones, weights, target_top))
         if s < steps:
-            feature_sets.append(shift_right(g, input_features[:, :1]).detach().to(input_features.dtype))
+            features = shift_right(g, input_features[:, :1]).detach().to(input_features.dtype)
     return terms
 
 

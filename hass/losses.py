@@ -67,13 +67,15 @@ def soft_cross_entropy(target_probs: torch.Tensor, draft_logp: torch.Tensor, mas
     return masked_mean(-(target_probs * draft_logp).sum(-1), mask)
 
 
-def top_k_loss(target_probs: torch.Tensor, draft_logp: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+def top_k_loss(target_probs: torch.Tensor, draft_logp: torch.Tensor, mask: torch.Tensor, k: int,
+               target_top: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """HOD: the soft CE restricted to the target's top-k tokens, with no renormalisation of p or q.
 
     The dynamic tree keeps only the draft's best-ranked candidates, so what matters is that the draft
-    ranks the target's likely tokens right; the tail of the vocabulary is ignored.
+    ranks the target's likely tokens right; the tail of the vocabulary is ignored. ``target_top`` is
+    ``target_probs.topk(k)`` when the caller already has it (HCA scores every step against the same p).
     """
-    top_p, top_idx = target_probs.topk(min(k, target_probs.shape[-1]), dim=-1)  # (*, k)
+    top_p, top_idx = target_top if target_top is not None else target_probs.topk(min(k, target_probs.shape[-1]), dim=-1)
     return masked_mean(-(top_p * draft_logp.gather(-1, top_idx)).sum(-1), mask)
 
 
@@ -90,12 +92,13 @@ def step_loss(
     draft_logits: torch.Tensor,  # (*, V) W g_t
     mask: torch.Tensor,  # (*) 1 where the position carries a loss
     weights: LossWeights,
+    target_top: tuple[torch.Tensor, torch.Tensor] | None = None,  # target_probs.topk(weights.top_k), if known
 ) -> dict[str, torch.Tensor]:
     """All terms of one aligning step: {"loss", "reg", "cls", "topk", "acc"}; only "loss" needs a gradient."""
     draft_logp = F.log_softmax(draft_logits.float(), dim=-1)
     reg = regression_loss(g, f_next, mask)
     cls = soft_cross_entropy(target_probs, draft_logp, mask)
-    topk = top_k_loss(target_probs, draft_logp, mask, weights.top_k)
+    topk = top_k_loss(target_probs, draft_logp, mask, weights.top_k, target_top)
     loss = reg + weights.cls * cls
     if weights.hod > 0:
         loss = loss + weights.hod * topk

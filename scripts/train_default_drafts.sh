@@ -10,7 +10,7 @@ if [ ! -f "$data" ]; then
   mv data/sharegpt_SmolLM2-135M-Instruct_2000.jsonl "$data"
 fi
 for kind in hass eagle2; do
-  for stage in 1 2; do
+  for stage in 1 2 3; do
     python -m train.trainer --config configs/smollm2_cpu_$kind.json --stage $stage --resume auto
   done
 done
@@ -21,8 +21,8 @@ for kind, name in (("hass", "HASS"), ("eagle2", "EAGLE2")):
     run, dst = Path(f"runs/smollm2_cpu_{kind}"), Path(f"checkpoints/SmolLM2-135M-Instruct-{name}")
     dst.mkdir(parents=True, exist_ok=True)
     for f in ("config.json", "model.safetensors"):
-        shutil.copy(run / "stage2/final" / f, dst / f)
-    for stage in (1, 2):  # the resolved config and the training curve of each stage
+        shutil.copy(run / "stage3/final" / f, dst / f)
+    for stage in (1, 2, 3):  # the resolved config and the training curve of each stage
         shutil.copy(run / f"stage{stage}/final/train_config.json", dst / f"train_config_stage{stage}.json")
         shutil.copy(run / f"stage{stage}/training_curve.png", dst / f"training_curve_stage{stage}.png")
     print("shipped", dst)

@@ -20,18 +20,15 @@ def test_mask_matches_its_definition():
     valid = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
     length = valid.shape[1]
     for steps in (1, 2, 3):
-        keep = hca_mask(valid, steps, torch.float32) == 0  # (B, 1, sL, sL)
+        keep = hca_mask(valid, steps, torch.float32) == 0  # (B, 1, L, sL): newest-set queries
+        assert keep.shape == (2, 1, length, steps * length)
         for b in range(2):
-            for a in range(steps):
-                for i in range(length):
-                    for k in range(steps):
-                        for j in range(length):
-                            if a == steps - 1:
-                                want = j <= i and bool(valid[b, j]) and k == max(0, steps - 1 - (i - j))
-                            else:
-                                want = k == a and j <= i and bool(valid[b, j])
-                            want = want or (a == k and i == j)
-                            assert bool(keep[b, 0, a * length + i, k * length + j]) == want
+            for i in range(length):
+                for k in range(steps):
+                    for j in range(length):
+                        want = j <= i and bool(valid[b, j]) and k == max(0, steps - 1 - (i - j))
+                        want = want or (k == steps - 1 and i == j)
+                        assert bool(keep[b, 0, i, k * length + j]) == want
 
 
 def slow_hca_losses(draft, lm_head, inputs, targets, embeds, pos, valid, loss_mask, steps, weights):

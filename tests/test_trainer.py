@@ -124,6 +124,23 @@ def test_resume_gives_the_uninterrupted_result(tiny, tmp_path):
     assert any(not torch.equal(a[k], start[k]) for k in a)
 
 
+def test_start_batch_continues_the_data_order(tiny, tmp_path):
+    """A later stage with start_batch = k trains on the batches k, k+1, ... of the same seeded order."""
+    cfg = config(tiny, tmp_path / "a", max_steps=1)
+    run = Run(cfg)
+    later = Run(config(tiny, tmp_path / "b", max_steps=1, start_batch=5, init_from=None))
+    seen = []
+    for r in (run, later):
+        original = r.terms
+        r.terms = lambda draft, batch, gen, orig=original: seen.append(batch.indices) or orig(draft, batch, gen)
+    for _ in range(6):
+        run.train_step()
+    later.train_step()
+    assert seen[6] == seen[5] and seen[5] != seen[4]
+    with pytest.raises(ValueError, match="start_batch must be >= 0"):
+        config(tiny, tmp_path / "c", start_batch=-1)
+
+
 def test_offline_features_give_the_online_losses(tiny, tmp_path):
     from train.data import read_prepared
 

@@ -60,6 +60,7 @@ class TrainConfig:
     noise: float = 0.2  # scale of the uniform feature noise (x 512 / L); 0 turns it off
     epochs: int = 1
     max_steps: int = 0  # optimiser steps; 0 = epochs over the training split
+    start_batch: int = 0  # index of the first micro-batch: a later stage can skip the batches earlier ones saw
     batch_size: int = 2  # per process
     grad_accum: int = 1
     max_length: int = 2048
@@ -90,7 +91,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "eval_every", "save_every", "keep_checkpoints", "threads", "hod_weight",
+        for name in ("max_steps", "start_batch", "eval_every", "save_every", "keep_checkpoints", "threads", "hod_weight",
                      "cls_weight", "noise", "weight_decay", "grad_clip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
@@ -307,7 +308,7 @@ class Run:
         cfg, sums, tokens = self.cfg, {}, 0
         lr = self.optimizer.param_groups[0]["lr"]
         for a in range(cfg.grad_accum):
-            m = self.step * cfg.grad_accum + a
+            m = cfg.start_batch + self.step * cfg.grad_accum + a
             batch = collate(micro_batch(self.train_set, m, cfg, self.rank, self.world), cfg.max_length)
             generator = torch.Generator(self.device).manual_seed(cfg.seed + 1_000_003 * (m * self.world + self.rank))
             terms = self.terms(self.engine if self.engine is not None else self.draft, batch, generator)
