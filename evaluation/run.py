@@ -71,6 +71,7 @@ class EvalConfig:
     depth: int = 6
     top_k: int = 10
     dtype: str = "bf16"
+    draft_dtype: str | None = None  # None = dtype; the draft's precision never changes the output
     device: str = "cpu"
     seed: int = 0
     questions: int | None = None  # the first N questions; None = all
@@ -88,6 +89,8 @@ class EvalConfig:
             raise ValueError(f"a method is listed twice in {','.join(self.methods)}")
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if self.draft_dtype is not None and self.draft_dtype not in DTYPES:
+            raise ValueError(f"unknown draft dtype {self.draft_dtype!r}; choose one of {', '.join(DTYPES)}")
         if self.template not in TEMPLATES:
             raise ValueError(f"unknown template {self.template!r}; choose one of {', '.join(TEMPLATES)}")
         if not self.temperature >= 0:
@@ -287,7 +290,8 @@ def generate_answers(cfg: EvalConfig, plan: Plan) -> int:
         return 0
     torch.manual_seed(cfg.seed)
     model = HassModel.from_pretrained(cfg.base, cfg.draft if "hass" in cfg.methods else None,
-                                      dtype=DTYPES[cfg.dtype], device=cfg.device)
+                                      dtype=DTYPES[cfg.dtype], device=cfg.device,
+                                      draft_dtype=DTYPES[cfg.draft_dtype or cfg.dtype])
     tokenizer, target = model.tokenizer, model.target
     eos = eos_ids(tokenizer, target)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
@@ -338,6 +342,8 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     p.add_argument("--depth", type=int, default=6)
     p.add_argument("--top-k", type=int, default=10, help="draft tree top-k (not a sampling setting)")
     p.add_argument("--dtype", default="bf16", help=" | ".join(DTYPES))
+    p.add_argument("--draft-dtype", default=None,
+                   help="the draft's precision (default: --dtype); e.g. fp32 target + bf16 draft: exact and faster on CPU")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--questions", type=int, default=None, help="only the first N questions (default all)")
@@ -355,7 +361,8 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
             base=args.base, draft=args.draft, bench=args.bench, out=args.out,
             methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
             temperature=args.temperature, total_tokens=args.total_tokens, depth=args.depth, top_k=args.top_k,
-            dtype=args.dtype, device=args.device, seed=args.seed, full=args.full, template=args.template,
+            dtype=args.dtype, draft_dtype=args.draft_dtype, device=args.device, seed=args.seed, full=args.full,
+            template=args.template,
             question_file=args.question_file, **resolved,
         )
     except (ValueError, FileNotFoundError) as e:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -59,12 +59,23 @@ class HassModel(nn.Module):
         dtype: torch.dtype = torch.bfloat16,
         device: str | torch.device = "cpu",
         attn_implementation: str = "sdpa",
+        draft_dtype: torch.dtype | None = None,
     ) -> "HassModel":
-        """Load the target (any transformers causal LM folder), its tokenizer, and a draft (or None)."""
+        """Load the target (any transformers causal LM folder), its tokenizer, and a draft (or None).
+
+        ``dtype`` is the target's precision: greedy output equals the target's own greedy decoding in it.
+        ``draft_dtype`` (default: ``dtype``) is the draft's, including the vocabulary projection it drafts
+        with. It never changes the output, only the proposals: e.g. an fp32 target with a bf16 draft is exact
+        fp32 decoding whose drafting runs on the CPU's bf16 matrix units.
+        """
         base = Path(base_model_path)
         if not (base / "config.json").is_file():
             raise CheckpointError(f"target model folder {str(base)!r} does not exist or has no config.json")
-        draft = DraftModel.from_pretrained(draft_model_path, dtype=dtype, device=device) if draft_model_path else None
+        draft_dtype = dtype if draft_dtype is None else draft_dtype
+        if not (isinstance(draft_dtype, torch.dtype) and draft_dtype.is_floating_point):
+            raise TypeError(f"draft_dtype must be a floating torch.dtype, got {draft_dtype!r}")
+        draft = (DraftModel.from_pretrained(draft_model_path, dtype=draft_dtype, device=device)
+                 if draft_model_path else None)
         target = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, attn_implementation=attn_implementation)
         target.to(device)
         try:
@@ -130,6 +141,8 @@ class HassModel(nn.Module):
         target, draft = self.target, self.draft
         embed, lm_head = target.get_input_embeddings(), target.get_output_embeddings()
         dtype, device = embed.weight.dtype, prompt.device
+        if draft is not None:  # the draft may run in another precision than the target (see from_pretrained)
+            draft_embed, draft_head = _draft_projections(embed, lm_head, draft.fc.weight.dtype)
         n_prompt = prompt.shape[1]
         t_cache = hf.new_cache(target.config, n_prompt + max_new_tokens + tree_cfg.total_tokens + 1)
         d_cache = hf.new_cache(draft.config, n_prompt + max_new_tokens + tree_cfg.top_k * tree_cfg.depth + 2) if draft else None
@@ -151,11 +164,11 @@ class HassModel(nn.Module):
         context = n_prompt  # tokens with target KV; the root is the next one
         if draft is not None:  # the draft consumes pairs (f_t, x_{t+1}) for t < context
             next_tokens = torch.cat([prompt[:, 1:], prompt.new_tensor([[root]])], dim=1)
-            hidden = draft(features, embed(next_tokens), positions, None, d_cache)[:, -1]  # (1, h)
+            hidden = draft(features.to(draft.fc.weight.dtype), draft_embed(next_tokens), positions, None, d_cache)[:, -1]
 
         while True:
             if draft is not None:
-                tree = expand_tree(draft, embed, lm_head, hidden, d_cache, root, tree_cfg)
+                tree = expand_tree(draft, draft_embed, draft_head, hidden, d_cache, root, tree_cfg)
             else:
                 tree = _root_only(root, device)
             keep = torch.cat([torch.ones(tree.size, context, dtype=torch.bool, device=device), tree.mask], dim=1)
@@ -178,7 +191,8 @@ class HassModel(nn.Module):
                 n = nodes.numel()
                 next_tokens = torch.tensor([new], device=device)
                 pos = torch.arange(context, context + n, device=device)[None]
-                hidden = draft(features[:, nodes], embed(next_tokens), pos, None, d_cache)[:, -1]
+                hidden = draft(features[:, nodes].to(draft.fc.weight.dtype), draft_embed(next_tokens), pos, None,
+                               d_cache)[:, -1]
             context += nodes.numel()
             root = bonus
 
@@ -225,8 +239,8 @@ class HassModel(nn.Module):
 
 def expand_tree(
     draft: DraftModel,
-    embed: nn.Module,
-    lm_head: nn.Module,
+    embed: Callable[[torch.Tensor], torch.Tensor],  # token ids -> E(x) in the draft dtype
+    lm_head: Callable[[torch.Tensor], torch.Tensor],  # (*, h) -> (*, V) logits
     hidden: torch.Tensor,  # (1, h) the draft's output at the root's pair: its estimate of the root's feature
     cache,  # the draft's KVCache holding exactly the accepted context (length C)
     root: int,
@@ -269,6 +283,19 @@ def expand_tree(
         ancestry = ancestry[slot]
     cache.crop(context)
     return select_tree(root, torch.cat(cand_tokens), torch.cat(cand_scores), torch.cat(cand_parents), cfg.total_tokens)
+
+
+def _draft_projections(embed: nn.Module, lm_head: nn.Module, dtype: torch.dtype):
+    """The target's embedding and vocabulary projection as the draft uses them, in the draft's dtype.
+
+    Same dtype: the target's own modules. Otherwise the embedding output is cast, and lm_head's weight is
+    cast once per generation (a (V, h) copy: 56 MB for SmolLM2 in bf16) so drafting runs fully in ``dtype``.
+    """
+    if lm_head.weight.dtype == dtype:
+        return embed, lm_head
+    weight = lm_head.weight.to(dtype)
+    bias = lm_head.bias.to(dtype) if getattr(lm_head, "bias", None) is not None else None
+    return (lambda ids: embed(ids).to(dtype)), (lambda x: nn.functional.linear(x, weight, bias))
 
 
 def _root_only(root: int, device) -> Tree:

@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
-# The measurements behind README "Results" (issue 5), on this 2-core CPU, fp32, 128 new tokens per turn,
-# QUESTIONS questions of each benchmark (default 3; the full 80-question sets take hours here).
-#   1. each shipped draft (HASS, EAGLE-2) against vanilla decoding, paper tree 60/6/10, greedy (TEMPERATURES="0 1" adds T=1)
-#   2. a tree sweep for this CPU with the HASS draft on MT-bench (2 questions), greedy
-# Answers and reports land in outputs/results/ (rerunning resumes finished questions).
+# The measurements behind README "Results" (issue 5), on this 2-core CPU: fp32 target (exact), bf16 draft
+# (changes only the proposals), 128 new tokens per turn, QUESTIONS questions of each benchmark (default 3;
+# the full 80-question sets take hours here). Answers and reports land in outputs/results/; rerunning resumes.
+#   1. the cost of one cycle per tree on this machine (evaluation.cycle_cost): break-even tau of each tree
+#   2. a tree sweep with the HASS draft on MT-bench (2 questions), greedy
+#   3. each shipped draft (HASS, EAGLE-2) against vanilla decoding on MT-bench, HumanEval and GSM8K:
+#      the paper tree 60/6/10 greedy, and the CPU tree BEST_TREE (default 8/4/2, the sweep's best) at T=0 and T=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 q=${QUESTIONS:-3}
-common=(--questions "$q" --max-new-tokens 128 --dtype fp32 --warmup 1)
-for draft in HASS EAGLE2; do
-  OUT=outputs/results/paper_tree METHODS=hass,vanilla TEMPERATURES="${TEMPERATURES:-0}" PYTHON=python \
-    bash scripts/eval.sh SmolLM2-135M-Instruct "checkpoints/SmolLM2-135M-Instruct-$draft" mt_bench,humaneval,gsm8k "${common[@]}"
-done
+best=${BEST_TREE:-8/4/2}
+trees=${SWEEP_TREES:-"60/6/10 20/4/4 10/3/3 8/4/2 5/4/1"}
+common=(--max-new-tokens 128 --dtype fp32 --draft-dtype bf16 --warmup 1)
+mkdir -p outputs/results
 target=$(python -c 'from hass.zoo import ensure_smollm2; print(ensure_smollm2())')
-for tree in "10 3 3" "5 4 1"; do  # 60 6 10 is measured above
-  set -- $tree
-  out=outputs/results/tree_sweep/t$1_d$2_k$3
-  python -m evaluation.run --base "$target" --draft checkpoints/SmolLM2-135M-Instruct-HASS --bench mt_bench \
-    --methods hass,vanilla --temperature 0 --total-tokens "$1" --depth "$2" --top-k "$3" "${common[@]}" --questions 2 --out "$out/mt_bench.jsonl"
+hass_draft=checkpoints/SmolLM2-135M-Instruct-HASS
+
+python -m evaluation.cycle_cost --base "$target" --draft "$hass_draft" --dtype fp32 --draft-dtype bf16 \
+  --trees "${trees// /,}" --out outputs/results/cycle_cost.json | tee outputs/results/cycle_cost.md
+
+for tree in $trees; do
+  IFS=/ read -r total depth top_k <<< "$tree"
+  out=outputs/results/tree_sweep/t${total}_d${depth}_k${top_k}
+  python -m evaluation.run --base "$target" --draft "$hass_draft" --bench mt_bench --methods hass,vanilla \
+    --temperature 0 --total-tokens "$total" --depth "$depth" --top-k "$top_k" "${common[@]}" --questions 2 \
+    --out "$out/mt_bench.jsonl"
   python -m evaluation.report "$out/mt_bench.jsonl" --out-dir "$out/report"
+done
+
+IFS=/ read -r total depth top_k <<< "$best"
+for draft in HASS EAGLE2; do
+  OUT=outputs/results/paper_tree METHODS=hass,vanilla TEMPERATURES=0 PYTHON=python \
+    bash scripts/eval.sh SmolLM2-135M-Instruct "checkpoints/SmolLM2-135M-Instruct-$draft" mt_bench,humaneval,gsm8k \
+    --questions "$q" "${common[@]}"
+  OUT=outputs/results/cpu_tree_t${total}_d${depth}_k${top_k} METHODS=hass,vanilla TEMPERATURES="0 1" PYTHON=python \
+    bash scripts/eval.sh SmolLM2-135M-Instruct "checkpoints/SmolLM2-135M-Instruct-$draft" mt_bench,humaneval,gsm8k \
+    --questions "$q" --total-tokens "$total" --depth "$depth" --top-k "$top_k" "${common[@]}"
 done

@@ -89,3 +89,17 @@ def test_draft_that_does_not_match_the_target(change):
     name = next(iter(change))
     with pytest.raises(DraftMismatchError, match=name):
         HassModel(target, other)
+
+
+def test_hass_model_loads_the_draft_in_its_own_dtype(tmp_path):
+    target = tiny_target("llama")
+    target.save_pretrained(tmp_path / "target")
+    tiny_draft(target).save_pretrained(tmp_path / "draft")
+    model = HassModel.from_pretrained(tmp_path / "target", tmp_path / "draft", dtype=torch.float32,
+                                      draft_dtype=torch.bfloat16)
+    assert model.target.dtype == torch.float32 and model.draft.fc.weight.dtype == torch.bfloat16
+    prompt = torch.tensor([[1, 2, 3]])
+    ref = HassModel(model.target, None).generate(prompt, max_new_tokens=12, eos_token_id=[])
+    assert torch.equal(model.generate(prompt, max_new_tokens=12, eos_token_id=[]).sequences, ref.sequences)
+    with pytest.raises(TypeError, match="draft_dtype"):
+        HassModel.from_pretrained(tmp_path / "target", tmp_path / "draft", draft_dtype="bf16")

@@ -111,6 +111,26 @@ def test_half_precision_runs_and_agrees_on_most_tokens():
         assert out.sequences[0, 5:10].tolist() == ref.sequences[0, 5:10].tolist()
 
 
+def test_bf16_draft_with_fp32_target_is_exact(family):
+    """The draft's precision changes only the proposals: fp32 target + bf16 draft == fp32 greedy decoding."""
+    target = tiny_target(family, seed=3)
+    prompt = torch.randint(0, 128, (1, 7), generator=torch.Generator().manual_seed(3))
+    ref = hf_greedy(target, prompt, 30)
+    model = HassModel(target, tiny_draft(target, seed=103).to(torch.bfloat16))
+    for tree in (TreeConfig(), TreeConfig(7, 6, 1), TreeConfig(12, 3, 3)):
+        out = model.generate(prompt, max_new_tokens=30, tree=tree, eos_token_id=[])
+        assert torch.equal(out.sequences, ref), tree
+    target, draft = perfect_pair(family)
+    model = HassModel(target, draft.to(torch.bfloat16))
+    ref = hf_greedy(target, prompt, 40)
+    out = model.generate(prompt, max_new_tokens=40, eos_token_id=[])
+    assert torch.equal(out.sequences, ref)
+    assert sum(out.accept_lengths) / len(out.accept_lengths) > 3  # the bf16 copy still drafts well
+    sampled = model.generate(prompt, max_new_tokens=40, temperature=1.0, eos_token_id=[],
+                             generator=torch.Generator().manual_seed(0))
+    assert sampled.new_tokens == 40
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_greedy_equals_transformers():

@@ -1,0 +1,153 @@
+"""What one speculative cycle costs on this machine, and the acceptance length a tree needs to pay off.
+
+    python -m evaluation.cycle_cost --base BASE --draft DRAFT --dtype fp32 --draft-dtype bf16 \
+        --trees 60/6/10,10/3/3,5/4/1 --out outputs/cycle_cost.json
+
+A cycle of HassModel is: draft the tree (``expand_tree``: depth - 1 batched draft forwards plus the level-1
+projection and the re-ranking), one target forward over the tree's total_tokens, and the draft consuming the
+accepted tokens. Vanilla decoding is one target forward of one token per token. So a tree gives a speedup of
+
+    speedup = tau * vanilla_step / cycle        (tau = tokens per cycle, bonus included)
+
+and breaks even at tau = cycle / vanilla_step. This script times every piece on real weights over a
+``--context``-token cache, round-robin (each repeat times every piece once, so load changes hit all alike),
+and prints the median of each, the break-even tau of each tree and the tau it needs for 2x. It measures cost
+only; the acceptance length comes from ``evaluation.run``. No answer depends on the draft's weights here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from hass import HassModel, TreeConfig, hf
+from hass.generation import _draft_projections, expand_tree
+
+from .run import DTYPES
+
+
+def parse_trees(text: str) -> list[TreeConfig]:
+    trees = []
+    for item in text.split(","):
+        try:
+            total, depth, top_k = (int(x) for x in item.strip().split("/"))
+        except ValueError:
+            raise ValueError(f"a tree is TOTAL/DEPTH/TOP_K, e.g. 60/6/10; got {item.strip()!r}") from None
+        trees.append(TreeConfig(total, depth, top_k))
+    return trees
+
+
+@torch.inference_mode()
+def measure(model: HassModel, trees: list[TreeConfig], context: int, repeats: int, seed: int = 0) -> dict:
+    """Median milliseconds of: the vanilla step, each tree's target forward, drafting, and the draft's consume."""
+    target, draft = model.target, model.draft
+    dtype = target.get_input_embeddings().weight.dtype
+    ddtype = draft.fc.weight.dtype
+    embed, head = _draft_projections(target.get_input_embeddings(), target.get_output_embeddings(), ddtype)
+    gen = torch.Generator().manual_seed(seed)
+    vocab = target.config.vocab_size
+    prompt = torch.randint(0, vocab, (1, context), generator=gen)
+    positions = torch.arange(context)[None]
+    biggest = max(t.total_tokens for t in trees)
+    t_cache = hf.new_cache(target.config, context + biggest + 1)
+    d_cache = hf.new_cache(draft.config, context + max(t.top_k * t.depth for t in trees) + 4)
+    causal = hf.additive_mask(torch.ones(context, context, dtype=torch.bool).tril(), dtype)[None, None]
+    features, _ = hf.target_forward(target, prompt, positions, causal, t_cache, context - 1)
+    hidden = draft(features[:, :-2].to(ddtype), embed(prompt[:, 1:-1]), positions[:, :-2], None, d_cache)[:, -1]
+    consumed = d_cache.length  # the draft holds context - 2 positions; "consume" adds the last 2, then crops
+
+    def target_step(n: int):
+        tokens = torch.randint(0, vocab, (1, n), generator=gen)
+        keep = torch.ones(n, context + n, dtype=torch.bool).tril(context)
+        mask = hf.additive_mask(keep, dtype)[None, None]
+        pos = torch.arange(context, context + n)[None]
+
+        def run():
+            hf.target_forward(target, tokens, pos, mask, t_cache)
+            t_cache.crop(context)
+        return run
+
+    def drafting(tree: TreeConfig):
+        return lambda: expand_tree(draft, embed, head, hidden, d_cache, int(prompt[0, -1]), tree)
+
+    def consume():
+        draft(features[:, -2:].to(ddtype), embed(prompt[:, -2:]), positions[:, -2:], None, d_cache)
+        d_cache.crop(consumed)
+
+    pieces = {"vanilla step": target_step(1), "draft consume (2 tokens)": consume}
+    for tree in trees:
+        pieces[f"target forward T={tree.total_tokens}"] = target_step(tree.total_tokens)
+        pieces[f"drafting {tree.total_tokens}/{tree.depth}/{tree.top_k}"] = drafting(tree)
+    times = {name: [] for name in pieces}
+    for fn in pieces.values():  # warm-up
+        fn()
+    for _ in range(repeats):
+        for name, fn in pieces.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000)
+    ms = {name: statistics.median(v) for name, v in times.items()}
+    rows = []
+    for tree in trees:
+        name = f"{tree.total_tokens}/{tree.depth}/{tree.top_k}"
+        verify, drafted = ms[f"target forward T={tree.total_tokens}"], ms[f"drafting {name}"]
+        cycle = verify + drafted + ms["draft consume (2 tokens)"]
+        rows.append({"tree": name, "verify_ms": verify, "drafting_ms": drafted, "cycle_ms": cycle,
+                     "verify_over_vanilla": verify / ms["vanilla step"],
+                     "break_even_tau": cycle / ms["vanilla step"], "tau_for_2x": 2 * cycle / ms["vanilla step"]})
+    return {"milliseconds": ms, "trees": rows}
+
+
+def table(result: dict) -> str:
+    ms = result["milliseconds"]
+    lines = [f"vanilla step (1 token): {ms['vanilla step']:.1f} ms; draft consume: {ms['draft consume (2 tokens)']:.1f} ms",
+             "", "| tree | verify ms | verify / vanilla step | drafting ms | cycle ms | break-even tau | tau for 2x |",
+             "|---|---|---|---|---|---|---|"]
+    for r in result["trees"]:
+        lines.append(f"| {r['tree']} | {r['verify_ms']:.1f} | {r['verify_over_vanilla']:.2f} | {r['drafting_ms']:.1f} | "
+                     f"{r['cycle_ms']:.1f} | {r['break_even_tau']:.2f} | {r['tau_for_2x']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m evaluation.cycle_cost", description=__doc__.split("\n")[0])
+    p.add_argument("--base", required=True, help="target model folder")
+    p.add_argument("--draft", required=True, help="draft model folder")
+    p.add_argument("--dtype", default="fp32", help=" | ".join(DTYPES))
+    p.add_argument("--draft-dtype", default=None, help="default: --dtype")
+    p.add_argument("--trees", default="60/6/10,20/4/4,10/3/3,8/4/2,5/4/1", help="TOTAL/DEPTH/TOP_K,...")
+    p.add_argument("--context", type=int, default=300, help="cached tokens before the cycle (a typical prompt)")
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--out", default=None, help="write the result (and the settings) as JSON here")
+    args = p.parse_args(argv)
+    for name in (args.dtype, args.draft_dtype or args.dtype):
+        if name not in DTYPES:
+            p.error(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
+    try:
+        trees = parse_trees(args.trees)
+    except ValueError as e:
+        p.error(str(e))
+    if args.context < 3 or args.repeats < 1:
+        p.error("--context must be >= 3 and --repeats >= 1")
+    model = HassModel.from_pretrained(args.base, args.draft, dtype=DTYPES[args.dtype],
+                                      draft_dtype=DTYPES[args.draft_dtype or args.dtype])
+    result = measure(model, trees, args.context, args.repeats)
+    result["settings"] = {**vars(args), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    print(table(result))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(tmp, out)
+        print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

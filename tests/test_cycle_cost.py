@@ -1,0 +1,46 @@
+"""evaluation.cycle_cost: the cost model of one speculative cycle, on a tiny random model."""
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_draft, tiny_target
+from evaluation.cycle_cost import main, measure, parse_trees
+from hass import HassModel, TreeConfig
+
+
+def test_measure_times_every_piece_and_derives_break_even():
+    target = tiny_target("llama")
+    model = HassModel(target, tiny_draft(target).to(torch.bfloat16))  # fp32 target, bf16 draft
+    trees = [TreeConfig(10, 3, 3), TreeConfig(5, 4, 1)]
+    result = measure(model, trees, context=20, repeats=2)
+    ms = result["milliseconds"]
+    assert set(ms) == {"vanilla step", "draft consume (2 tokens)", "target forward T=10", "target forward T=5",
+                       "drafting 10/3/3", "drafting 5/4/1"}
+    assert all(v > 0 for v in ms.values())
+    for row, tree in zip(result["trees"], trees):
+        name = f"{tree.total_tokens}/{tree.depth}/{tree.top_k}"
+        cycle = ms[f"target forward T={tree.total_tokens}"] + ms[f"drafting {name}"] + ms["draft consume (2 tokens)"]
+        assert row["tree"] == name and row["cycle_ms"] == pytest.approx(cycle)
+        assert row["break_even_tau"] == pytest.approx(cycle / ms["vanilla step"])
+        assert row["tau_for_2x"] == pytest.approx(2 * row["break_even_tau"])
+        assert row["break_even_tau"] > 1  # a cycle costs more than one plain step
+
+
+def test_cli_writes_json_and_rejects_bad_trees(tmp_path, capsys):
+    target = tiny_target("llama")
+    target.save_pretrained(tmp_path / "target")
+    tiny_draft(target).save_pretrained(tmp_path / "draft")
+    out = tmp_path / "cost.json"
+    main(["--base", str(tmp_path / "target"), "--draft", str(tmp_path / "draft"), "--trees", "6/3/2",
+          "--context", "8", "--repeats", "1", "--draft-dtype", "bf16", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["trees"][0]["tree"] == "6/3/2" and saved["settings"]["draft_dtype"] == "bf16"
+    assert "break-even tau" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="TOTAL/DEPTH/TOP_K"):
+        parse_trees("60-6-10")
+    with pytest.raises(ValueError, match="at most"):
+        parse_trees("60/6/10,200/2/3")  # more nodes than depth 2 and top-k 3 can produce
+    for bad in (["--trees", "1/2"], ["--dtype", "fp8"], ["--context", "1"]):
+        with pytest.raises(SystemExit):
+            main(["--base", str(tmp_path / "target"), "--draft", str(tmp_path / "draft"), *bad])
