@@ -18,6 +18,7 @@ from hass.errors import DraftMismatchError
 from train.data import write_prepared
 from train.features import FeatureStore, FeatureStoreError, compute_features, target_fingerprint, write_features
 from train.trainer import Run, TrainConfig, collate, load_config, train
+from train.trainer import main as trainer_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,6 +84,13 @@ def test_config_file_stages_and_overrides(tmp_path):
         load_config(["--config", str(path), "--stage", "1", "--hca_steps", "0"])
     with pytest.raises(TypeError, match="batch_size"):
         TrainConfig(target="t", data="d", output_dir="o", batch_size=True)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config(["--config", str(tmp_path / "missing.json")])
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_config(["--config", str(tmp_path / "bad.json")])
+    with pytest.raises(SystemExit, match="does not exist"):  # the CLI prints the message, no traceback
+        trainer_main(["--config", str(tmp_path / "missing.json")])
 
 
 def test_training_learns_the_pattern_at_every_aligning_step(tiny, tmp_path):

@@ -20,8 +20,6 @@ import shutil
 import sys
 import tempfile
 import time
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,161 +29,12 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from hass.alignment import hca_losses
 from hass.draft import DraftModel
-from hass.losses import LossWeights, feature_noise
+from hass.losses import feature_noise
+from train.config import DTYPES, TrainConfig, load_config
 from train.data import read_prepared, split_train_eval
 from train.features import FeatureStore, compute_features, target_fingerprint
 
-DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 TERMS = ("loss", "reg", "cls", "topk", "acc")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every setting of a training run. Filled from a JSON file, overridden by ``--key value``; validates itself."""
-
-    target: str = ""  # target folder, or a hass.zoo name
-    data: str = ""  # prepared data file (python -m train.prepare_data)
-    output_dir: str = ""
-    features: str | None = None  # offline feature folder; None computes f on the fly
-    init_from: str | None = None  # draft checkpoint to start from (stage 2 starts from stage 1's final)
-    resume: str | None = None  # checkpoint folder to continue, or "auto" (latest in output_dir, if any)
-    deepspeed: str | None = None  # DeepSpeed JSON config (ZeRO-2); needs the deepspeed launcher
-    target_dtype: str = "bfloat16"
-    dtype: str = "bfloat16"  # autocast dtype of the training compute (fp32 master weights); float32 = off
-    draft_bias: bool = True  # bias of the draft's fc layer
-    hca_steps: int = 3  # n; 1 is plain EAGLE training
-    hod_weight: float = 1.0  # w; 0 is the EAGLE loss
-    hod_k: int = 10
-    cls_weight: float = 0.1
-    noise: float = 0.2  # scale of the uniform feature noise (x 512 / L); 0 turns it off
-    epochs: int = 1
-    max_steps: int = 0  # optimiser steps; 0 = epochs over the training split
-    start_batch: int = 0  # index of the first micro-batch: a later stage can skip the batches earlier ones saw
-    batch_size: int = 2  # per process
-    grad_accum: int = 1
-    max_length: int = 2048
-    lr: float = 3e-5
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.01  # torch's AdamW default
-    warmup_fraction: float = 0.01
-    grad_clip: float = 0.5  # max global gradient norm; 0 turns clipping off
-    seed: int = 0
-    eval_fraction: float = 0.02
-    eval_every: int = 0  # optimiser steps between evaluations; 0 = only at the end
-    eval_max_batches: int = 50
-    save_every: int = 0  # optimiser steps between checkpoints; 0 = only at the end
-    keep_checkpoints: int = 2  # step checkpoints kept besides "final"; 0 keeps all
-    threads: int = 0  # torch threads per process; 0 = all cores / processes
-    plot: bool = True
-
-    def __post_init__(self):
-        for name, hint in typing.get_type_hints(TrainConfig).items():
-            _check_type(name, getattr(self, name), hint)
-        for name in ("target", "data", "output_dir"):
-            if not getattr(self, name):
-                raise ValueError(f"TrainConfig.{name} is required")
-        for name in ("target_dtype", "dtype"):
-            if getattr(self, name) not in DTYPES:
-                raise ValueError(f"TrainConfig.{name} must be one of {sorted(DTYPES)}, got {getattr(self, name)!r}")
-        positive = ("hca_steps", "hod_k", "epochs", "batch_size", "grad_accum", "eval_max_batches")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "start_batch", "eval_every", "save_every", "keep_checkpoints", "threads", "hod_weight",
-                     "cls_weight", "noise", "weight_decay", "grad_clip"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.max_length < 2:
-            raise ValueError(f"TrainConfig.max_length must be >= 2, got {self.max_length}")
-        if not self.lr > 0:
-            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
-        if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"TrainConfig.betas must be in [0, 1), got {self.betas}")
-        for name in ("warmup_fraction", "eval_fraction"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {getattr(self, name)}")
-
-    @property
-    def loss_weights(self) -> LossWeights:
-        return LossWeights(cls=self.cls_weight, hod=self.hod_weight, top_k=self.hod_k)
-
-
-def _check_type(name: str, value, hint) -> None:
-    if isinstance(hint, types.UnionType):
-        if value is None and type(None) in typing.get_args(hint):
-            return
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    if typing.get_origin(hint) is tuple:
-        if not (isinstance(value, tuple) and len(value) == len(typing.get_args(hint))
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
-            raise TypeError(f"TrainConfig.{name} must be {hint}, got {value!r}")
-        return
-    ok = isinstance(value, hint) and not (hint is not bool and isinstance(value, bool))
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
-    if not ok:
-        raise TypeError(f"TrainConfig.{name} must be {hint.__name__}, got {value!r}")
-
-
-def _parse_value(name: str, text: str, hint):
-    """A command-line string -> the field's type: 'none' for optional fields, 'a,b' for tuples, true/false."""
-    if isinstance(hint, types.UnionType):
-        if text.lower() in ("none", "null", ""):
-            return None
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    try:
-        if typing.get_origin(hint) is tuple:
-            return tuple(float(x) for x in text.split(","))
-        if hint is bool:
-            if text.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(text)
-            return text.lower() in ("true", "1")
-        return hint(text)
-    except ValueError:
-        raise ValueError(f"--{name}: cannot read {text!r} as {hint}") from None
-
-
-def load_config(argv: list[str]) -> TrainConfig:
-    """``--config FILE [--stage N] [--key value | --key=value ...]``; the launcher's --local_rank is ignored.
-
-    The file's top-level keys are TrainConfig fields; an optional "stages" object maps a stage name to the
-    keys that differ in that stage (the two-stage recipe), selected by --stage.
-    """
-    pairs, i = {}, 0
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--"):
-            raise ValueError(f"unexpected argument {arg!r}; use --key value")
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(argv):
-                raise ValueError(f"{arg} needs a value")
-            value, i = argv[i + 1], i + 1
-        pairs[key.replace("-", "_")] = value
-        i += 1
-    pairs.pop("local_rank", None)
-    values: dict = {}
-    config_file, stage = pairs.pop("config", None), pairs.pop("stage", None)
-    if config_file is not None:
-        values = json.loads(Path(config_file).read_text())
-        stages = values.pop("stages", {})
-        if stage is not None:
-            if stage not in stages:
-                raise ValueError(f"{config_file} has no stage {stage!r}; stages: {sorted(stages)}")
-            values.update(stages[stage])
-        elif stages:
-            raise ValueError(f"{config_file} describes stages {sorted(stages)}: choose one with --stage")
-        values.pop("_comment", None)
-    elif stage is not None:
-        raise ValueError("--stage needs --config")
-    hints = typing.get_type_hints(TrainConfig)
-    unknown = sorted((set(values) | set(pairs)) - set(hints))
-    if unknown:
-        raise ValueError(f"unknown setting(s) {unknown}; known: {sorted(hints)}")
-    if isinstance(values.get("betas"), list):
-        values["betas"] = tuple(values["betas"])
-    values.update({k: _parse_value(k, v, hints[k]) for k, v in pairs.items()})
-    return TrainConfig(**values)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -579,7 +428,10 @@ def _max_rss_mb() -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = load_config(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = load_config(sys.argv[1:] if argv is None else argv)
+    except (ValueError, TypeError) as e:
+        sys.exit(f"train.trainer: error: {e}")
     print(f"final checkpoint: {train(cfg)}", file=sys.stderr)
 
 
