@@ -34,10 +34,13 @@ def target_path():
 
 
 @pytest.mark.real_model
-@pytest.mark.parametrize("draft_name,floor", [("SmolLM2-135M-Instruct-HASS", TAU_FLOOR),
-                                              ("SmolLM2-135M-Instruct-EAGLE2", TAU_FLOOR)])
-def test_shipped_draft_is_lossless_and_accepts(target_path, draft_name, floor):
-    model = HassModel.from_pretrained(target_path, ROOT / "checkpoints" / draft_name, dtype=torch.float32)
+@pytest.mark.parametrize("draft_name,draft_dtype,floor", [
+    ("SmolLM2-135M-Instruct-HASS", torch.bfloat16, TAU_FLOOR),  # the CPU fast path: fp32 target, bf16 draft
+    ("SmolLM2-135M-Instruct-EAGLE2", torch.float32, TAU_FLOOR),
+])
+def test_shipped_draft_is_lossless_and_accepts(target_path, draft_name, draft_dtype, floor):
+    model = HassModel.from_pretrained(target_path, ROOT / "checkpoints" / draft_name, dtype=torch.float32,
+                                      draft_dtype=draft_dtype)
     vanilla = HassModel(model.target, None, model.tokenizer)
     accepted = []
     for text in PROMPTS:

@@ -257,3 +257,24 @@ def test_deepspeed_two_cpu_processes_train_and_resume(tiny, tmp_path):
     middle = DraftModel.from_pretrained(tmp_path / "ds" / "step-00000002").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], middle[k]) for k in a)
+
+
+def test_compare_runs_plots_stages_end_to_end(tmp_path, capsys):
+    from train.compare_runs import main as compare_main
+
+    for run, accs in (("a", [0.1, 0.2, 0.3]), ("b", [0.15, 0.25, 0.35])):
+        for n, acc in enumerate(accs, start=1):
+            folder = tmp_path / run / f"stage{n}"
+            folder.mkdir(parents=True)
+            records = [{"step": s, "split": "train", "loss": 1.0} for s in (1, 2)]
+            records.append({"step": 2, "split": "eval", "acc_s1": acc, "acc_s2": acc / 2})
+            (folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "cmp.png"
+    compare_main(["--run", f"A={tmp_path / 'a'}", "--run", f"B={tmp_path / 'b'}", "--out", str(out)])
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    printed = capsys.readouterr().out
+    assert "A stage3: step 6, held-out top-1 0.300 / 0.150" in printed  # steps counted across stages
+    with pytest.raises(SystemExit):
+        compare_main(["--run", f"A={tmp_path / 'missing'}", "--out", str(out)])
+    with pytest.raises(SystemExit):
+        compare_main(["--run", f"A={tmp_path}", "--out", str(out)])  # no stage folders
