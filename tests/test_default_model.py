@@ -20,9 +20,10 @@ PROMPTS = [
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
     "How many clips did Natalia sell altogether in April and May?",
 ]
-# Measured mean accept length on these prompts (fp32, 96 new tokens, 60/6/10 tree): HASS 1.61, EAGLE-2 1.58
-# (2026-11-27, this repository's CPU); the floor leaves a margin for platform differences.
-TAU_FLOOR = 1.3
+# Measured mean accept length on these prompts (fp32 target, 96 new tokens, 60/6/10 tree): HASS (bf16 draft) 1.79,
+# EAGLE-2 (fp32 draft) 1.87 (2026-11-27, the 520-step drafts, this repository's CPU); the floor leaves a margin
+# for platform differences (a bf16 draft may rank near-ties differently on another CPU).
+TAU_FLOOR = 1.5
 
 
 @pytest.fixture(scope="module")

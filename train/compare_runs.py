@@ -56,8 +56,8 @@ def plot(runs: dict[str, Path], out: Path) -> list[str]:
             offset += max(steps, default=0)
         for s, points in sorted(series.items()):
             xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="o", color=color, alpha=1.0 if s == 1 else 0.5,
-                    linestyle="-" if s == 1 else "--", label=f"{label}, aligning step {s}")
+            ax.plot(xs, ys, marker="o", color=color, alpha=1.0 if s == 1 else 0.6,
+                    linestyle=("-", "--", "-.", ":")[min(s, 4) - 1], label=f"{label}, aligning step {s}")
     for x in sorted(boundaries)[1:]:
         ax.axvline(x, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("optimiser step (stages end to end; dotted: a stage starts)")
