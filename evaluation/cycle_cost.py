@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from hass import HassModel, TreeConfig, hf
-from hass.generation import _draft_projections, expand_tree
+from hass.generation import draft_projections, expand_tree
 
 from .run import DTYPES
 
@@ -49,7 +49,7 @@ def measure(model: HassModel, trees: list[TreeConfig], context: int, repeats: in
     target, draft = model.target, model.draft
     dtype = target.get_input_embeddings().weight.dtype
     ddtype = draft.fc.weight.dtype
-    embed, head = _draft_projections(target.get_input_embeddings(), target.get_output_embeddings(), ddtype)
+    embed, head = draft_projections(target.get_input_embeddings(), target.get_output_embeddings(), ddtype)
     gen = torch.Generator().manual_seed(seed)
     vocab = target.config.vocab_size
     prompt = torch.randint(0, vocab, (1, context), generator=gen)

@@ -142,7 +142,8 @@ class HassModel(nn.Module):
         embed, lm_head = target.get_input_embeddings(), target.get_output_embeddings()
         dtype, device = embed.weight.dtype, prompt.device
         if draft is not None:  # the draft may run in another precision than the target (see from_pretrained)
-            draft_embed, draft_head = _draft_projections(embed, lm_head, draft.fc.weight.dtype)
+            ddtype = draft.fc.weight.dtype
+            draft_embed, draft_head = draft_projections(embed, lm_head, ddtype)
         n_prompt = prompt.shape[1]
         t_cache = hf.new_cache(target.config, n_prompt + max_new_tokens + tree_cfg.total_tokens + 1)
         d_cache = hf.new_cache(draft.config, n_prompt + max_new_tokens + tree_cfg.top_k * tree_cfg.depth + 2) if draft else None
@@ -164,7 +165,7 @@ class HassModel(nn.Module):
         context = n_prompt  # tokens with target KV; the root is the next one
         if draft is not None:  # the draft consumes pairs (f_t, x_{t+1}) for t < context
             next_tokens = torch.cat([prompt[:, 1:], prompt.new_tensor([[root]])], dim=1)
-            hidden = draft(features.to(draft.fc.weight.dtype), draft_embed(next_tokens), positions, None, d_cache)[:, -1]
+            hidden = draft(features.to(ddtype), draft_embed(next_tokens), positions, None, d_cache)[:, -1]  # (1, h)
 
         while True:
             if draft is not None:
@@ -191,8 +192,7 @@ class HassModel(nn.Module):
                 n = nodes.numel()
                 next_tokens = torch.tensor([new], device=device)
                 pos = torch.arange(context, context + n, device=device)[None]
-                hidden = draft(features[:, nodes].to(draft.fc.weight.dtype), draft_embed(next_tokens), pos, None,
-                               d_cache)[:, -1]
+                hidden = draft(features[:, nodes].to(ddtype), draft_embed(next_tokens), pos, None, d_cache)[:, -1]
             context += nodes.numel()
             root = bonus
 
@@ -285,7 +285,7 @@ def expand_tree(
     return select_tree(root, torch.cat(cand_tokens), torch.cat(cand_scores), torch.cat(cand_parents), cfg.total_tokens)
 
 
-def _draft_projections(embed: nn.Module, lm_head: nn.Module, dtype: torch.dtype):
+def draft_projections(embed: nn.Module, lm_head: nn.Module, dtype: torch.dtype):
     """The target's embedding and vocabulary projection as the draft uses them, in the draft's dtype.
 
     Same dtype: the target's own modules. Otherwise the embedding output is cast, and lm_head's weight is

@@ -79,9 +79,14 @@ def top_k_loss(target_probs: torch.Tensor, draft_logp: torch.Tensor, mask: torch
     return masked_mean(-(top_p * draft_logp.gather(-1, top_idx)).sum(-1), mask)
 
 
-def top1_accuracy(target_probs: torch.Tensor, draft_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Share of loss positions where the draft's argmax equals the target's argmax (no gradient)."""
-    hit = (draft_logp.argmax(-1) == target_probs.argmax(-1)).float()
+def top1_accuracy(target_probs: torch.Tensor, draft_logp: torch.Tensor, mask: torch.Tensor,
+                  target_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Share of loss positions where the draft's argmax equals the target's argmax (no gradient).
+
+    ``target_ids`` is the target's argmax when the caller already has it (the first column of its top-k).
+    """
+    target_ids = target_probs.argmax(-1) if target_ids is None else target_ids
+    hit = (draft_logp.argmax(-1) == target_ids).float()
     return masked_mean(hit, mask).detach()
 
 
@@ -103,7 +108,8 @@ def step_loss(
     if weights.hod > 0:
         loss = loss + weights.hod * topk
     return {"loss": loss, "reg": reg.detach(), "cls": cls.detach(), "topk": topk.detach(),
-            "acc": top1_accuracy(target_probs, draft_logp, mask)}
+            "acc": top1_accuracy(target_probs, draft_logp, mask,
+                                 target_top[1][..., 0] if target_top is not None else None)}
 
 
 def feature_noise(features: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None,

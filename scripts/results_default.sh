@@ -3,7 +3,7 @@
 # (changes only the proposals), 128 new tokens per turn, QUESTIONS questions of each benchmark (default 3;
 # the full 80-question sets take hours here). Answers and reports land in outputs/results/; rerunning resumes.
 #   1. the cost of one cycle per tree on this machine (evaluation.cycle_cost): break-even tau of each tree
-#   2. a tree sweep with the HASS draft on MT-bench (2 questions), greedy
+#   2. a tree sweep with the HASS draft on MT-bench (2 questions), greedy; BEST_TREE once more with an fp32 draft
 #   3. each shipped draft (HASS, EAGLE-2) against vanilla decoding on MT-bench, HumanEval and GSM8K:
 #      the paper tree 60/6/10 greedy, and the CPU tree BEST_TREE (default 8/4/2, the sweep's best) at T=0 and T=1
 set -euo pipefail
@@ -29,6 +29,12 @@ for tree in $trees; do
 done
 
 IFS=/ read -r total depth top_k <<< "$best"
+out=outputs/results/tree_sweep_fp32_draft/t${total}_d${depth}_k${top_k}  # the same output, slower drafting
+python -m evaluation.run --base "$target" --draft "$hass_draft" --bench mt_bench --methods hass,vanilla \
+  --temperature 0 --total-tokens "$total" --depth "$depth" --top-k "$top_k" "${common[@]}" --draft-dtype fp32 \
+  --questions 2 --out "$out/mt_bench.jsonl"
+python -m evaluation.report "$out/mt_bench.jsonl" --out-dir "$out/report"
+
 for draft in HASS EAGLE2; do
   OUT=outputs/results/paper_tree METHODS=hass,vanilla TEMPERATURES=0 PYTHON=python \
     bash scripts/eval.sh SmolLM2-135M-Instruct "checkpoints/SmolLM2-135M-Instruct-$draft" mt_bench,humaneval,gsm8k \
