@@ -1,7 +1,7 @@
 """What one speculative cycle costs on this machine, and the acceptance length a tree needs to pay off.
 
     python -m evaluation.cycle_cost --base BASE --draft DRAFT --dtype fp32 --draft-dtype bf16 \
-        --trees 60/6/10,10/3/3,5/4/1 --out outputs/cycle_cost.json
+        --trees 60/6/10,10/3/3,5/4/1 [--draft-vocab 16384,8192] --out outputs/cycle_cost.json
 
 A cycle of HassModel is: draft the tree (``expand_tree``: depth - 1 batched draft forwards plus the level-1
 projection and the re-ranking), one target forward over the tree's total_tokens, and the draft consuming the
@@ -13,6 +13,8 @@ and breaks even at tau = cycle / vanilla_step. This script times every piece on 
 ``--context``-token cache, round-robin (each repeat times every piece once, so load changes hit all alike),
 and prints the median of each, the break-even tau of each tree and the tau it needs for 2x. It measures cost
 only; the acceptance length comes from ``evaluation.run``. No answer depends on the draft's weights here.
+``--draft-vocab`` adds, for each size N, every tree drafted with the N most frequent tokens only
+(hass.draft_vocab), timed in the same round-robin.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from pathlib import Path
 import torch
 
 from hass import HassModel, TreeConfig, hf
+from hass.draft_vocab import load_token_counts, top_tokens
 from hass.generation import draft_projections, expand_tree
 
 from .run import DTYPES
@@ -44,12 +47,18 @@ def parse_trees(text: str) -> list[TreeConfig]:
 
 
 @torch.inference_mode()
-def measure(model: HassModel, trees: list[TreeConfig], context: int, repeats: int, seed: int = 0) -> dict:
-    """Median milliseconds of: the vanilla step, each tree's target forward, drafting, and the draft's consume."""
+def measure(model: HassModel, trees: list[TreeConfig], context: int, repeats: int, seed: int = 0,
+            vocabs: dict[int, torch.Tensor] | None = None) -> dict:
+    """Median milliseconds of: the vanilla step, each tree's target forward, drafting, and the draft's consume.
+
+    ``vocabs`` (size -> token ids): also time each tree drafted with each of these draft vocabularies.
+    """
     target, draft = model.target, model.draft
     dtype = target.get_input_embeddings().weight.dtype
     ddtype = draft.fc.weight.dtype
     embed, head = draft_projections(target.get_input_embeddings(), target.get_output_embeddings(), ddtype)
+    heads = {size: draft_projections(target.get_input_embeddings(), target.get_output_embeddings(), ddtype, ids)[1]
+             for size, ids in (vocabs or {}).items()}
     gen = torch.Generator().manual_seed(seed)
     vocab = target.config.vocab_size
     prompt = torch.randint(0, vocab, (1, context), generator=gen)
@@ -73,8 +82,10 @@ def measure(model: HassModel, trees: list[TreeConfig], context: int, repeats: in
             t_cache.crop(context)
         return run
 
-    def drafting(tree: TreeConfig):
-        return lambda: expand_tree(draft, embed, head, hidden, d_cache, int(prompt[0, -1]), tree)
+    def drafting(tree: TreeConfig, size: int | None = None):
+        if size is None:
+            return lambda: expand_tree(draft, embed, head, hidden, d_cache, int(prompt[0, -1]), tree)
+        return lambda: expand_tree(draft, embed, heads[size], hidden, d_cache, int(prompt[0, -1]), tree, vocabs[size])
 
     def consume():
         draft(features[:, -2:].to(ddtype), embed(prompt[:, -2:]), positions[:, -2:], None, d_cache)
@@ -84,6 +95,8 @@ def measure(model: HassModel, trees: list[TreeConfig], context: int, repeats: in
     for tree in trees:
         pieces[f"target forward T={tree.total_tokens}"] = target_step(tree.total_tokens)
         pieces[f"drafting {tree.total_tokens}/{tree.depth}/{tree.top_k}"] = drafting(tree)
+        for size in heads:
+            pieces[f"drafting {tree.total_tokens}/{tree.depth}/{tree.top_k} V={size}"] = drafting(tree, size)
     times = {name: [] for name in pieces}
     for fn in pieces.values():  # warm-up
         fn()
@@ -95,12 +108,13 @@ def measure(model: HassModel, trees: list[TreeConfig], context: int, repeats: in
     ms = {name: statistics.median(v) for name, v in times.items()}
     rows = []
     for tree in trees:
-        name = f"{tree.total_tokens}/{tree.depth}/{tree.top_k}"
-        verify, drafted = ms[f"target forward T={tree.total_tokens}"], ms[f"drafting {name}"]
-        cycle = verify + drafted + ms["draft consume (2 tokens)"]
-        rows.append({"tree": name, "verify_ms": verify, "drafting_ms": drafted, "cycle_ms": cycle,
-                     "verify_over_vanilla": verify / ms["vanilla step"],
-                     "break_even_tau": cycle / ms["vanilla step"], "tau_for_2x": 2 * cycle / ms["vanilla step"]})
+        for suffix in [""] + [f" V={size}" for size in heads]:
+            name = f"{tree.total_tokens}/{tree.depth}/{tree.top_k}"
+            verify, drafted = ms[f"target forward T={tree.total_tokens}"], ms[f"drafting {name}{suffix}"]
+            cycle = verify + drafted + ms["draft consume (2 tokens)"]
+            rows.append({"tree": name + suffix, "verify_ms": verify, "drafting_ms": drafted, "cycle_ms": cycle,
+                         "verify_over_vanilla": verify / ms["vanilla step"],
+                         "break_even_tau": cycle / ms["vanilla step"], "tau_for_2x": 2 * cycle / ms["vanilla step"]})
     return {"milliseconds": ms, "trees": rows}
 
 
@@ -122,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dtype", default="fp32", help=" | ".join(DTYPES))
     p.add_argument("--draft-dtype", default=None, help="default: --dtype")
     p.add_argument("--trees", default="60/6/10,20/4/4,10/3/3,8/4/2,5/4/1", help="TOTAL/DEPTH/TOP_K,...")
+    p.add_argument("--draft-vocab", default="", help="also time drafting with these draft vocabulary sizes: N,N,...")
     p.add_argument("--context", type=int, default=300, help="cached tokens before the cycle (a typical prompt)")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--out", default=None, help="write the result (and the settings) as JSON here")
@@ -135,9 +150,19 @@ def main(argv: list[str] | None = None) -> None:
         p.error(str(e))
     if args.context < 3 or args.repeats < 1:
         p.error("--context must be >= 3 and --repeats >= 1")
+    vocabs = {}
+    if args.draft_vocab:
+        try:
+            sizes = [int(x) for x in args.draft_vocab.split(",")]
+            counts = load_token_counts(args.draft)
+            vocabs = {size: top_tokens(counts, size) for size in sizes}
+        except ValueError as e:  # also hass.errors.CheckpointError: no or a broken token_counts file
+            p.error(f"--draft-vocab: {e}")
+        if min(sizes) < max(t.top_k for t in trees):
+            p.error("--draft-vocab: a size is below a tree's top_k")
     model = HassModel.from_pretrained(args.base, args.draft, dtype=DTYPES[args.dtype],
                                       draft_dtype=DTYPES[args.draft_dtype or args.dtype])
-    result = measure(model, trees, args.context, args.repeats)
+    result = measure(model, trees, args.context, args.repeats, vocabs=vocabs)
     result["settings"] = {**vars(args), "threads": torch.get_num_threads(), "torch": torch.__version__}
     print(table(result))
     if args.out:

@@ -45,6 +45,7 @@ from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
 import hass
 from hass import HassModel, TreeConfig
+from hass.draft_vocab import COUNTS_FILE
 
 from .benchmarks import (
     BENCHMARKS, REPO_ROOT, TEMPLATES, Question, build_prompt, check_benchmark, file_sha256, load_questions,
@@ -72,6 +73,7 @@ class EvalConfig:
     top_k: int = 10
     dtype: str = "bf16"
     draft_dtype: str | None = None  # None = dtype; the draft's precision never changes the output
+    draft_vocab_size: int | None = None  # draft only the N most frequent tokens (hass.draft_vocab); None = all
     device: str = "cpu"
     seed: int = 0
     questions: int | None = None  # the first N questions; None = all
@@ -103,6 +105,12 @@ class EvalConfig:
             raise FileNotFoundError(f"target model folder {self.base!r} does not exist or has no config.json")
         if "hass" in self.methods and not (self.draft and Path(self.draft).is_dir()):
             raise FileNotFoundError(f"method hass needs --draft, a draft model folder; got {self.draft!r}")
+        if self.draft_vocab_size is not None:
+            if self.draft_vocab_size < self.top_k:
+                raise ValueError(f"draft vocabulary size {self.draft_vocab_size} is below the tree's top_k {self.top_k}")
+            if "hass" in self.methods and not (Path(self.draft) / COUNTS_FILE).is_file():
+                raise FileNotFoundError(f"--draft-vocab needs {COUNTS_FILE} in the draft folder {self.draft!r}; "
+                                        f"write it with `python -m train.token_counts`")
         if self.question_file is not None and not Path(self.question_file).is_file():
             raise FileNotFoundError(f"question file {self.question_file!r} does not exist")
         _ = self.tree  # building the TreeConfig checks total_tokens / depth / top_k
@@ -291,7 +299,8 @@ def generate_answers(cfg: EvalConfig, plan: Plan) -> int:
     torch.manual_seed(cfg.seed)
     model = HassModel.from_pretrained(cfg.base, cfg.draft if "hass" in cfg.methods else None,
                                       dtype=DTYPES[cfg.dtype], device=cfg.device,
-                                      draft_dtype=DTYPES[cfg.draft_dtype or cfg.dtype])
+                                      draft_dtype=DTYPES[cfg.draft_dtype or cfg.dtype],
+                                      draft_vocab_size=cfg.draft_vocab_size if "hass" in cfg.methods else None)
     tokenizer, target = model.tokenizer, model.target
     eos = eos_ids(tokenizer, target)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
@@ -344,6 +353,8 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     p.add_argument("--dtype", default="bf16", help=" | ".join(DTYPES))
     p.add_argument("--draft-dtype", default=None,
                    help="the draft's precision (default: --dtype); e.g. fp32 target + bf16 draft: exact and faster on CPU")
+    p.add_argument("--draft-vocab", type=int, default=None,
+                   help="draft only the N tokens most frequent in the draft's training answers (default: all)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--questions", type=int, default=None, help="only the first N questions (default all)")
@@ -361,7 +372,7 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
             base=args.base, draft=args.draft, bench=args.bench, out=args.out,
             methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
             temperature=args.temperature, total_tokens=args.total_tokens, depth=args.depth, top_k=args.top_k,
-            dtype=args.dtype, draft_dtype=args.draft_dtype, device=args.device, seed=args.seed, full=args.full,
+            dtype=args.dtype, draft_dtype=args.draft_dtype, draft_vocab_size=args.draft_vocab, device=args.device, seed=args.seed, full=args.full,
             template=args.template,
             question_file=args.question_file, **resolved,
         )

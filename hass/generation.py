@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from . import hf
 from .config import SamplingConfig, TreeConfig
 from .draft import DraftModel
+from .draft_vocab import check_draft_vocab, load_token_counts, top_tokens
 from .errors import CheckpointError
 from .tree import Tree, build_tree, select_tree
 from .verify import process_logits, sample, verify_greedy, verify_sampling
@@ -43,13 +44,21 @@ class HassModel(nn.Module):
     in distribution under sampling.
     """
 
-    def __init__(self, target: nn.Module, draft: DraftModel | None = None, tokenizer=None):
+    def __init__(self, target: nn.Module, draft: DraftModel | None = None, tokenizer=None,
+                 draft_vocab: torch.Tensor | None = None):
+        """``draft_vocab``: optional token ids the draft may propose (see hass.draft_vocab); None = all."""
         super().__init__()
         if draft is not None:
             draft.check_matches(target.config)
+        if draft_vocab is not None:
+            if draft is None:
+                raise ValueError("draft_vocab restricts a draft's proposals, but there is no draft")
+            draft_vocab = check_draft_vocab(draft_vocab, target.config.vocab_size).to(
+                target.get_input_embeddings().weight.device)
         self.target = target.eval()
         self.draft = draft.eval() if draft is not None else None
         self.tokenizer = tokenizer
+        self.draft_vocab = draft_vocab
 
     @classmethod
     def from_pretrained(
@@ -60,6 +69,7 @@ class HassModel(nn.Module):
         device: str | torch.device = "cpu",
         attn_implementation: str = "sdpa",
         draft_dtype: torch.dtype | None = None,
+        draft_vocab_size: int | None = None,
     ) -> "HassModel":
         """Load the target (any transformers causal LM folder), its tokenizer, and a draft (or None).
 
@@ -67,6 +77,9 @@ class HassModel(nn.Module):
         ``draft_dtype`` (default: ``dtype``) is the draft's, including the vocabulary projection it drafts
         with. It never changes the output, only the proposals: e.g. an fp32 target with a bf16 draft is exact
         fp32 decoding whose drafting runs on the CPU's bf16 matrix units.
+        ``draft_vocab_size`` (default: the full vocabulary) lets the draft propose only the N tokens most
+        frequent in its training answers (``token_counts.safetensors`` in the draft folder; hass.draft_vocab):
+        cheaper drafting when the vocabulary projection dominates it, and the output is unchanged.
         """
         base = Path(base_model_path)
         if not (base / "config.json").is_file():
@@ -74,6 +87,12 @@ class HassModel(nn.Module):
         draft_dtype = dtype if draft_dtype is None else draft_dtype
         if not (isinstance(draft_dtype, torch.dtype) and draft_dtype.is_floating_point):
             raise TypeError(f"draft_dtype must be a floating torch.dtype, got {draft_dtype!r}")
+        counts = draft_vocab = None
+        if draft_vocab_size is not None:  # checked before any weights load
+            if not draft_model_path:
+                raise ValueError("draft_vocab_size restricts a draft's proposals, but no draft_model_path is given")
+            counts = load_token_counts(draft_model_path)
+            draft_vocab = top_tokens(counts, draft_vocab_size)
         draft = (DraftModel.from_pretrained(draft_model_path, dtype=draft_dtype, device=device)
                  if draft_model_path else None)
         target = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, attn_implementation=attn_implementation)
@@ -82,7 +101,10 @@ class HassModel(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(base)
         except (OSError, ValueError):
             tokenizer = None  # a bare model folder: callers pass token ids
-        return cls(target, draft, tokenizer)
+        if counts is not None and counts.numel() != target.config.vocab_size:
+            raise CheckpointError(f"{draft_model_path}: token_counts.safetensors counts {counts.numel()} token ids, "
+                                  f"the target's vocabulary has {target.config.vocab_size}")
+        return cls(target, draft, tokenizer, draft_vocab)
 
     @property
     def device(self) -> torch.device:
@@ -132,6 +154,9 @@ class HassModel(nn.Module):
         if not isinstance(tree_cfg, TreeConfig):
             raise TypeError(f"tree must be a hass.TreeConfig, got {type(tree_cfg).__name__}")
         tree_cfg.check_vocab(self.target.config.vocab_size)
+        if self.draft is not None and self.draft_vocab is not None and tree_cfg.top_k > self.draft_vocab.numel():
+            raise ValueError(f"TreeConfig.top_k={tree_cfg.top_k} is above the draft vocabulary size "
+                             f"{self.draft_vocab.numel()}")
         eos = self._eos_ids(eos_token_id)
         return self._decode(prompt, max_new_tokens, sampling, tree_cfg, eos, generator)
 
@@ -143,7 +168,7 @@ class HassModel(nn.Module):
         dtype, device = embed.weight.dtype, prompt.device
         if draft is not None:  # the draft may run in another precision than the target (see from_pretrained)
             ddtype = draft.fc.weight.dtype
-            draft_embed, draft_head = draft_projections(embed, lm_head, ddtype)
+            draft_embed, draft_head = draft_projections(embed, lm_head, ddtype, self.draft_vocab)
         n_prompt = prompt.shape[1]
         t_cache = hf.new_cache(target.config, n_prompt + max_new_tokens + tree_cfg.total_tokens + 1)
         d_cache = hf.new_cache(draft.config, n_prompt + max_new_tokens + tree_cfg.top_k * tree_cfg.depth + 2) if draft else None
@@ -169,7 +194,7 @@ class HassModel(nn.Module):
 
         while True:
             if draft is not None:
-                tree = expand_tree(draft, draft_embed, draft_head, hidden, d_cache, root, tree_cfg)
+                tree = expand_tree(draft, draft_embed, draft_head, hidden, d_cache, root, tree_cfg, self.draft_vocab)
             else:
                 tree = _root_only(root, device)
             keep = torch.cat([torch.ones(tree.size, context, dtype=torch.bool, device=device), tree.mask], dim=1)
@@ -245,16 +270,20 @@ def expand_tree(
     cache,  # the draft's KVCache holding exactly the accepted context (length C)
     root: int,
     cfg: TreeConfig,
+    vocab: torch.Tensor | None = None,  # (V',) token id of each lm_head output when it covers a draft vocabulary
 ) -> Tree:
     """EAGLE-2 expansion: depth - 1 batched draft forwards over the best top_k frontier nodes, then re-rank.
 
     Every fed node attends to the accepted context plus its own ancestors; the draft cache is cropped back to
-    C afterwards, so the tree's scratch entries never outlive the cycle.
+    C afterwards, so the tree's scratch entries never outlive the cycle. With ``vocab``, ``lm_head`` scores only
+    those tokens and q is the draft's distribution renormalised over them.
     """
     k, context = cfg.top_k, cache.length
     device = hidden.device
+    to_ids = (lambda i: i) if vocab is None else (lambda i: vocab[i])
     logp = torch.log_softmax(lm_head(hidden).float(), dim=-1)[0]  # (V,)
     scores, tokens = logp.topk(k)  # level 1: (k,)
+    tokens = to_ids(tokens)
     cand_tokens, cand_scores = [tokens], [scores]
     cand_parents = [torch.full((k,), -1, dtype=torch.long, device=device)]
     frontier = torch.arange(k, device=device)  # candidate indices of the nodes to expand
@@ -270,6 +299,7 @@ def expand_tree(
                     hf.additive_mask(keep, feats.dtype)[None, None], cache)[0]  # (k, h)
         logp = torch.log_softmax(lm_head(out).float(), dim=-1)  # (k, V)
         child_lp, child_tok = logp.topk(k, dim=-1)  # (k, k)
+        child_tok = to_ids(child_tok)
         child_scores = (scores[:, None] + child_lp).flatten()  # (k*k,)
         cand_tokens.append(child_tok.flatten())
         cand_scores.append(child_scores)
@@ -285,17 +315,24 @@ def expand_tree(
     return select_tree(root, torch.cat(cand_tokens), torch.cat(cand_scores), torch.cat(cand_parents), cfg.total_tokens)
 
 
-def draft_projections(embed: nn.Module, lm_head: nn.Module, dtype: torch.dtype):
+def draft_projections(embed: nn.Module, lm_head: nn.Module, dtype: torch.dtype, vocab: torch.Tensor | None = None):
     """The target's embedding and vocabulary projection as the draft uses them, in the draft's dtype.
 
-    Same dtype: the target's own modules. Otherwise the embedding output is cast, and lm_head's weight is
-    cast once per generation (a (V, h) copy: 56 MB for SmolLM2 in bf16) so drafting runs fully in ``dtype``.
+    Same dtype and no ``vocab``: the target's own modules. Otherwise the embedding output is cast, and
+    lm_head's weight (its ``vocab`` rows only, when given) is copied once per generation in ``dtype`` (56 MB
+    for SmolLM2's full vocabulary in bf16), so drafting runs fully in ``dtype``.
     """
-    if lm_head.weight.dtype == dtype:
+    same = lm_head.weight.dtype == dtype
+    if same and vocab is None:
         return embed, lm_head
-    weight = lm_head.weight.to(dtype)
-    bias = lm_head.bias.to(dtype) if getattr(lm_head, "bias", None) is not None else None
-    return (lambda ids: embed(ids).to(dtype)), (lambda x: nn.functional.linear(x, weight, bias))
+    weight = lm_head.weight if vocab is None else lm_head.weight[vocab]
+    bias = getattr(lm_head, "bias", None)
+    if bias is not None and vocab is not None:
+        bias = bias[vocab]
+    weight = weight.to(dtype)
+    bias = bias.to(dtype) if bias is not None else None
+    embed_fn = embed if same else (lambda ids: embed(ids).to(dtype))
+    return embed_fn, (lambda x: nn.functional.linear(x, weight, bias))
 
 
 def _root_only(root: int, device) -> Tree:

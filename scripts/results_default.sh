@@ -6,18 +6,22 @@
 #   2. a tree sweep with the HASS draft on MT-bench (2 questions), greedy; BEST_TREE once more with an fp32 draft
 #   3. each shipped draft (HASS, EAGLE-2) against vanilla decoding on MT-bench, HumanEval and GSM8K:
 #      the paper tree 60/6/10 greedy, and the CPU tree BEST_TREE (default 8/4/2, the sweep's best) at T=0 and T=1
+#   4. draft vocabularies (hass.draft_vocab): a size sweep (HASS, BEST_TREE, MT-bench 2 questions), then
+#      BEST_TREE with the DRAFT_VOCAB (default 16384) most frequent answer tokens, both drafts, T=0 and T=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 q=${QUESTIONS:-3}
 best=${BEST_TREE:-8/4/2}
 trees=${SWEEP_TREES:-"60/6/10 20/4/4 10/3/3 8/4/2 5/4/1"}
+vocab=${DRAFT_VOCAB:-16384}
+vocab_sizes=${SWEEP_VOCABS:-"8192 16384 32768"}
 common=(--max-new-tokens 128 --dtype fp32 --draft-dtype bf16 --warmup 1)
 mkdir -p outputs/results
 target=$(python -c 'from hass.zoo import ensure_smollm2; print(ensure_smollm2())')
 hass_draft=checkpoints/SmolLM2-135M-Instruct-HASS
 
 python -m evaluation.cycle_cost --base "$target" --draft "$hass_draft" --dtype fp32 --draft-dtype bf16 \
-  --trees "${trees// /,}" --out outputs/results/cycle_cost.json | tee outputs/results/cycle_cost.md
+  --trees "${trees// /,}" --draft-vocab "${vocab_sizes// /,}" --out outputs/results/cycle_cost.json | tee outputs/results/cycle_cost.md
 
 for tree in $trees; do
   IFS=/ read -r total depth top_k <<< "$tree"
@@ -42,4 +46,18 @@ for draft in HASS EAGLE2; do
   OUT=outputs/results/cpu_tree_t${total}_d${depth}_k${top_k} METHODS=hass,vanilla TEMPERATURES="0 1" PYTHON=python \
     bash scripts/eval.sh SmolLM2-135M-Instruct "checkpoints/SmolLM2-135M-Instruct-$draft" mt_bench,humaneval,gsm8k \
     --questions "$q" --total-tokens "$total" --depth "$depth" --top-k "$top_k" "${common[@]}"
+done
+
+for size in $vocab_sizes; do
+  out=outputs/results/vocab_sweep/t${total}_d${depth}_k${top_k}_v${size}
+  python -m evaluation.run --base "$target" --draft "$hass_draft" --bench mt_bench --methods hass,vanilla \
+    --temperature 0 --total-tokens "$total" --depth "$depth" --top-k "$top_k" "${common[@]}" --questions 2 \
+    --draft-vocab "$size" --out "$out/mt_bench.jsonl"
+  python -m evaluation.report "$out/mt_bench.jsonl" --out-dir "$out/report"
+done
+
+for draft in HASS EAGLE2; do
+  OUT=outputs/results/cpu_tree_t${total}_d${depth}_k${top_k}_v${vocab} METHODS=hass,vanilla TEMPERATURES="0 1" PYTHON=python \
+    bash scripts/eval.sh SmolLM2-135M-Instruct "checkpoints/SmolLM2-135M-Instruct-$draft" mt_bench,humaneval,gsm8k \
+    --questions "$q" --total-tokens "$total" --depth "$depth" --top-k "$top_k" --draft-vocab "$vocab" "${common[@]}"
 done

@@ -27,3 +27,6 @@ for kind, name in (("hass", "HASS"), ("eagle2", "EAGLE2")):
         shutil.copy(run / f"stage{stage}/training_curve.png", dst / f"training_curve_stage{stage}.png")
     print("shipped", dst)
 PY
+for name in HASS EAGLE2; do  # answer-token counts for draft_vocab_size (hass.draft_vocab)
+  python -m train.token_counts --data "$data" --draft "checkpoints/SmolLM2-135M-Instruct-$name"
+done

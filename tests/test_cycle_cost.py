@@ -7,6 +7,7 @@ import torch
 from conftest import tiny_draft, tiny_target
 from evaluation.cycle_cost import main, measure, parse_trees
 from hass import HassModel, TreeConfig
+from hass.draft_vocab import save_token_counts
 
 
 def test_measure_times_every_piece_and_derives_break_even():
@@ -44,3 +45,28 @@ def test_cli_writes_json_and_rejects_bad_trees(tmp_path, capsys):
     for bad in (["--trees", "1/2"], ["--dtype", "fp8"], ["--context", "1"]):
         with pytest.raises(SystemExit):
             main(["--base", str(tmp_path / "target"), "--draft", str(tmp_path / "draft"), *bad])
+
+
+def test_draft_vocab_sizes_are_timed_side_by_side(tmp_path, capsys):
+    target = tiny_target("llama")
+    target.save_pretrained(tmp_path / "target")
+    tiny_draft(target).save_pretrained(tmp_path / "draft")
+    args = ["--base", str(tmp_path / "target"), "--draft", str(tmp_path / "draft"), "--trees", "6/3/2,5/4/1",
+            "--context", "8", "--repeats", "1", "--out", str(tmp_path / "cost.json")]
+    with pytest.raises(SystemExit):  # no token counts beside the draft yet
+        main([*args, "--draft-vocab", "32"])
+    assert "python -m train.token_counts" in capsys.readouterr().err
+    save_token_counts(tmp_path / "draft", torch.arange(128), source="test")
+    for bad in ("0", "x", "1"):  # out of range, not a number, below the top_k of 6/3/2
+        with pytest.raises(SystemExit):
+            main([*args, "--draft-vocab", bad])
+    main([*args, "--draft-vocab", "32,64"])
+    saved = json.loads((tmp_path / "cost.json").read_text())
+    assert [r["tree"] for r in saved["trees"]] == ["6/3/2", "6/3/2 V=32", "6/3/2 V=64",
+                                                   "5/4/1", "5/4/1 V=32", "5/4/1 V=64"]
+    ms = saved["milliseconds"]
+    for row in saved["trees"]:
+        name = row["tree"].split(" ")[0]
+        drafting = ms[f"drafting {row['tree']}"]
+        assert row["cycle_ms"] == pytest.approx(ms[f"target forward T={name.split('/')[0]}"] + drafting
+                                                + ms["draft consume (2 tokens)"])

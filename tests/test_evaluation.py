@@ -1,15 +1,18 @@
 """evaluation/: quick runs end to end on a tiny saved target + draft, the report's arithmetic on hand-made
 answer files, resuming, and the bad-input errors (all raised before any model loads)."""
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import perfect_pair
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 import hass
 from evaluation import benchmarks, report, run
+from hass.draft_vocab import save_token_counts
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "mt_bench" / "question.jsonl").is_file(), reason="no ../shared/data")
@@ -192,6 +195,8 @@ def test_report_refuses_mixed_configurations(tmp_path, capsys):
     (["--dtype", "int4"], "unknown dtype"),
     (["--total-tokens", "99", "--depth", "2", "--top-k", "4"], "TreeConfig.total_tokens=99"),
     (["--max-new-tokens", "250"], "is over the target's maximum length 256"),
+    (["--draft-vocab", "64"], "--draft-vocab needs token_counts.safetensors in the draft folder"),
+    (["--draft-vocab", "2"], "draft vocabulary size 2 is below the tree's top_k 4"),
 ])
 def test_bad_input_fails_before_loading(models_dir, tmp_path, monkeypatch, capsys, extra, message):
     def no_loading(*args, **kwargs):
@@ -201,6 +206,21 @@ def test_bad_input_fails_before_loading(models_dir, tmp_path, monkeypatch, capsy
     with pytest.raises(SystemExit):
         run.main(quick_args(models_dir, tmp_path / "a.jsonl", *extra))
     assert message in capsys.readouterr().err
+
+
+@needs_data
+def test_quick_run_with_a_draft_vocabulary(models_dir, tmp_path):
+    base, draft = models_dir
+    shutil.copytree(draft, tmp_path / "draft")
+    counts = torch.zeros(128, dtype=torch.long)
+    counts[7:71] = 1  # 64 ids
+    save_token_counts(tmp_path / "draft", counts, source="test")
+    out = tmp_path / "answers.jsonl"
+    run.main(quick_args((base, str(tmp_path / "draft")), out, "--methods", "hass,vanilla", "--draft-vocab", "64"))
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert lines[0]["config"]["draft_vocab_size"] == 64
+    by = {(a["method"], a["question_id"]): [t["token_ids"] for t in a["turns"]] for a in lines[1:]}
+    assert all(by["hass", q] == by["vanilla", q] for q in (81, 82, 83))
 
 
 def test_hass_needs_a_draft_and_a_target(tmp_path, models_dir):
