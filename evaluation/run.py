@@ -5,6 +5,9 @@
 
 Methods:
   hass     HassModel with the draft: EAGLE-2 dynamic tree + lossless verification.
+  hass[key=value,...]  hass with some settings of this run replaced, to compare variants side by side in
+           one process: draft=FOLDER, tree=TOTAL/DEPTH/TOP_K, vocab=N|all, draft_dtype=bf16|fp16|fp32.
+           e.g. --methods 'vanilla,hass,hass[draft=checkpoints/X-EAGLE2],hass[vocab=16384]'
   vanilla  the same HassModel loop with no draft (one token per target forward): the speedup baseline.
   hf       transformers' own ``target.generate``, an outside baseline.
   pld      transformers' prompt-lookup decoding (``prompt_lookup_num_tokens=10``), a draft-free speculator.
@@ -44,8 +47,8 @@ from tqdm import tqdm
 from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
 import hass
-from hass import HassModel, TreeConfig
-from hass.draft_vocab import COUNTS_FILE
+from hass import DraftModel, HassModel, TreeConfig
+from hass.draft_vocab import COUNTS_FILE, load_token_counts, top_tokens
 
 from .benchmarks import (
     BENCHMARKS, REPO_ROOT, TEMPLATES, Question, build_prompt, check_benchmark, file_sha256, load_questions,
@@ -57,6 +60,50 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 PLD_NUM_TOKENS = 10
 RESUME_IGNORES = ("questions", "warmup", "out")  # they decide how much is done, not what an answer is
 QUICK = {"questions": 3, "max_new_tokens": 32, "warmup": 1}
+
+
+VARIANT_KEYS = ("draft", "tree", "vocab", "draft_dtype")
+
+
+@dataclass(frozen=True)
+class HassVariant:
+    """What one hass-like method runs: its draft folder, tree, draft vocabulary size and draft dtype."""
+
+    draft: str
+    tree: TreeConfig
+    vocab: int | None
+    draft_dtype: str
+
+
+def split_methods(text: str) -> tuple[str, ...]:
+    """'a,hass[x=1,y=2],b' -> ('a', 'hass[x=1,y=2]', 'b'): commas inside brackets do not split."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return tuple(p.strip() for p in parts if p.strip())
+
+
+def _overrides(method: str) -> dict[str, str] | None:
+    """The key=value settings of 'hass[...]' (None for a plain method name)."""
+    if not (method.startswith("hass[") and method.endswith("]")):
+        return None
+    items = {}
+    for item in method[len("hass["):-1].split(","):
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or key not in VARIANT_KEYS or not value:
+            raise ValueError(f"method {method!r}: {item.strip()!r} is not one of "
+                             f"{', '.join(k + '=...' for k in VARIANT_KEYS)}")
+        if key in items:
+            raise ValueError(f"method {method!r} sets {key} twice")
+        items[key] = value
+    return items
 
 
 @dataclass(frozen=True)
@@ -84,9 +131,10 @@ class EvalConfig:
 
     def __post_init__(self):
         check_benchmark(self.bench)
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if m not in METHODS and _overrides(m) is None]
         if unknown or not self.methods:
-            raise ValueError(f"unknown method(s) {unknown or '(none given)'}; choose from {', '.join(METHODS)}")
+            raise ValueError(f"unknown method(s) {unknown or '(none given)'}; choose from {', '.join(METHODS)} "
+                             f"or hass[key=value,...]")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"a method is listed twice in {','.join(self.methods)}")
         if self.dtype not in DTYPES:
@@ -105,6 +153,18 @@ class EvalConfig:
             raise FileNotFoundError(f"target model folder {self.base!r} does not exist or has no config.json")
         if "hass" in self.methods and not (self.draft and Path(self.draft).is_dir()):
             raise FileNotFoundError(f"method hass needs --draft, a draft model folder; got {self.draft!r}")
+        for m in self.methods:
+            if m.startswith("hass["):
+                v = self.variant(m)  # also checks the tree
+                if not Path(v.draft).is_dir():
+                    raise FileNotFoundError(f"method {m}: draft folder {v.draft!r} does not exist")
+                if v.draft_dtype not in DTYPES:
+                    raise ValueError(f"method {m}: unknown draft dtype {v.draft_dtype!r}; choose one of {', '.join(DTYPES)}")
+                if v.vocab is not None and v.vocab < v.tree.top_k:
+                    raise ValueError(f"method {m}: draft vocabulary size {v.vocab} is below its tree's top_k {v.tree.top_k}")
+                if v.vocab is not None and not (Path(v.draft) / COUNTS_FILE).is_file():
+                    raise FileNotFoundError(f"method {m}: a draft vocabulary needs {COUNTS_FILE} in {v.draft!r}; "
+                                            f"write it with `python -m train.token_counts`")
         if self.draft_vocab_size is not None:
             if self.draft_vocab_size < self.top_k:
                 raise ValueError(f"draft vocabulary size {self.draft_vocab_size} is below the tree's top_k {self.top_k}")
@@ -119,16 +179,40 @@ class EvalConfig:
     def tree(self) -> TreeConfig:
         return TreeConfig(total_tokens=self.total_tokens, depth=self.depth, top_k=self.top_k)
 
+    def variant(self, method: str) -> HassVariant:
+        """The settings of a hass-like method: this run's, with the method's [key=value] replacements."""
+        items = _overrides(method) or {}
+        tree = self.tree
+        if "tree" in items:
+            try:
+                total, depth, top_k = (int(x) for x in items["tree"].split("/"))
+            except ValueError:
+                raise ValueError(f"method {method!r}: tree is TOTAL/DEPTH/TOP_K, e.g. 8/4/2") from None
+            tree = TreeConfig(total_tokens=total, depth=depth, top_k=top_k)
+        vocab = self.draft_vocab_size
+        if "vocab" in items:
+            if items["vocab"] == "all":
+                vocab = None
+            elif items["vocab"].isdigit() and int(items["vocab"]) > 0:
+                vocab = int(items["vocab"])
+            else:
+                raise ValueError(f"method {method!r}: vocab is a positive number of tokens or 'all'")
+        draft = items.get("draft", self.draft)
+        if draft is None:
+            raise FileNotFoundError(f"method {method!r} names no draft= and the run has no --draft")
+        return HassVariant(draft=draft, tree=tree, vocab=vocab,
+                           draft_dtype=items.get("draft_dtype", self.draft_dtype or self.dtype))
+
 
 # A runner answers one prompt: (prompt (1, T), seed) -> (new token ids, target forwards, accept lengths).
 Runner = Callable[[torch.Tensor, int], tuple[list[int], int, list[int]]]
 
 
-def hass_runner(model: HassModel, cfg: EvalConfig, eos: list[int]) -> Runner:
+def hass_runner(model: HassModel, cfg: EvalConfig, eos: list[int], tree: TreeConfig | None = None) -> Runner:
     def run(prompt: torch.Tensor, seed: int):
         generator = torch.Generator(device=model.device).manual_seed(seed)
         out = model.generate(prompt, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                             tree=cfg.tree, eos_token_id=eos, generator=generator)
+                             tree=tree or cfg.tree, eos_token_id=eos, generator=generator)
         return out.sequences[0, prompt.shape[1]:].tolist(), out.target_forwards, list(out.accept_lengths)
 
     return run
@@ -310,6 +394,16 @@ def generate_answers(cfg: EvalConfig, plan: Plan) -> int:
         "hf": lambda: hf_runner(target, cfg, eos, pad, None),
         "pld": lambda: hf_runner(target, cfg, eos, pad, PLD_NUM_TOKENS),
     }
+    drafts: dict[tuple[str, str], DraftModel] = {}  # variants sharing a draft folder and dtype share its weights
+    for m in cfg.methods:
+        if m.startswith("hass["):
+            v = cfg.variant(m)
+            if (v.draft, v.draft_dtype) not in drafts:
+                drafts[v.draft, v.draft_dtype] = DraftModel.from_pretrained(v.draft, dtype=DTYPES[v.draft_dtype],
+                                                                            device=cfg.device)
+            vocab = top_tokens(load_token_counts(v.draft), v.vocab) if v.vocab is not None else None
+            variant = HassModel(target, drafts[v.draft, v.draft_dtype], tokenizer, vocab)
+            makers[m] = lambda variant=variant, tree=v.tree: hass_runner(variant, cfg, eos, tree)
     runners = {m: makers[m]() for m in cfg.methods}
 
     if not plan.resume:
@@ -344,7 +438,8 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     p.add_argument("--base", required=True, help="target model folder (transformers format, with tokenizer)")
     p.add_argument("--draft", help="draft model folder (needed by method hass)")
     p.add_argument("--bench", required=True, help=" | ".join(BENCHMARKS))
-    p.add_argument("--methods", default="hass,vanilla", help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--methods", default="hass,vanilla",
+                   help=f"comma-separated subset of {','.join(METHODS)}, and hass[key=value,...] variants")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--max-new-tokens", type=int, default=None, help="per turn (default 512; 32 with --quick)")
     p.add_argument("--total-tokens", type=int, default=60)
@@ -370,7 +465,7 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     try:
         return EvalConfig(
             base=args.base, draft=args.draft, bench=args.bench, out=args.out,
-            methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+            methods=split_methods(args.methods),
             temperature=args.temperature, total_tokens=args.total_tokens, depth=args.depth, top_k=args.top_k,
             dtype=args.dtype, draft_dtype=args.draft_dtype, draft_vocab_size=args.draft_vocab, device=args.device, seed=args.seed, full=args.full,
             template=args.template,

@@ -223,6 +223,53 @@ def test_quick_run_with_a_draft_vocabulary(models_dir, tmp_path):
     assert all(by["hass", q] == by["vanilla", q] for q in (81, 82, 83))
 
 
+def test_split_methods_keeps_variant_settings_together():
+    assert run.split_methods("vanilla, hass[draft=a/b,vocab=16],hass,") == ("vanilla", "hass[draft=a/b,vocab=16]", "hass")
+
+
+@needs_data
+def test_variants_run_side_by_side_in_one_process(models_dir, tmp_path, capsys):
+    base, draft = models_dir
+    shutil.copytree(draft, tmp_path / "draft")
+    save_token_counts(tmp_path / "draft", torch.arange(128), source="test")
+    methods = f"vanilla,hass,hass[tree=7/6/1],hass[draft={tmp_path / 'draft'},vocab=64,draft_dtype=bf16]"
+    out = tmp_path / "answers.jsonl"
+    run.main(quick_args(models_dir, out, "--methods", methods))
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    names = run.split_methods(methods)
+    assert tuple(lines[0]["config"]["methods"]) == names and len(lines) == 1 + 3 * 4
+    by = {(a["method"], a["question_id"]): a["turns"] for a in lines[1:]}
+    for q in (81, 82, 83):  # greedy: every variant gives vanilla's answer
+        for m in names[1:]:
+            assert [t["token_ids"] for t in by[m, q]] == [t["token_ids"] for t in by["vanilla", q]]
+    chain = [x for q in (81, 82, 83) for t in by["hass[tree=7/6/1]", q] for x in t["accept_lengths"]]
+    assert max(chain) <= 7 and max(chain) > 5  # the perfect draft fills the depth-6 chain, not the 4-deep tree
+    default = [x for q in (81, 82, 83) for t in by["hass", q] for x in t["accept_lengths"]]
+    assert max(default) <= 5
+    capsys.readouterr()
+    report.main([str(out), "--out-dir", str(tmp_path / "report")])
+    printed = capsys.readouterr().out
+    assert "| mt_bench | hass[tree=7/6/1] |" in printed and "hass[tree=7/6/1] vs vanilla: 0 of 3 answers differ" in printed
+
+
+@pytest.mark.parametrize("method, message", [
+    ("hass[depth=3]", "is not one of draft=..., tree=..., vocab=..., draft_dtype=..."),
+    ("hass[tree=8-4-2]", "tree is TOTAL/DEPTH/TOP_K"),
+    ("hass[tree=99/2/4]", "TreeConfig.total_tokens=99"),
+    ("hass[vocab=x]", "vocab is a positive number of tokens or 'all'"),
+    ("hass[vocab=2]", "draft vocabulary size 2 is below its tree's top_k 4"),
+    ("hass[vocab=64]", "a draft vocabulary needs token_counts.safetensors"),
+    ("hass[draft=/no/such/draft]", "draft folder '/no/such/draft' does not exist"),
+    ("hass[draft_dtype=int8]", "unknown draft dtype 'int8'"),
+    ("hass[vocab=8,vocab=9]", "sets vocab twice"),
+])
+def test_bad_variant_fails_before_loading(models_dir, tmp_path, monkeypatch, capsys, method, message):
+    monkeypatch.setattr(hass.HassModel, "from_pretrained", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(SystemExit):
+        run.main(quick_args(models_dir, tmp_path / "a.jsonl", "--methods", f"vanilla,{method}"))
+    assert message in capsys.readouterr().err
+
+
 def test_hass_needs_a_draft_and_a_target(tmp_path, models_dir):
     with pytest.raises(FileNotFoundError, match="method hass needs --draft"):
         run.EvalConfig(base=models_dir[0], draft=None, bench="gsm8k", methods=("hass",), out="x")
