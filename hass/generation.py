@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from . import hf
 from .config import SamplingConfig, TreeConfig
@@ -58,7 +58,7 @@ class HassModel(nn.Module):
         self.target = target.eval()
         self.draft = draft.eval() if draft is not None else None
         self.tokenizer = tokenizer
-        self.draft_vocab = draft_vocab
+        self.register_buffer("draft_vocab", draft_vocab, persistent=False)  # moves with .to(device)
 
     @classmethod
     def from_pretrained(
@@ -87,11 +87,15 @@ class HassModel(nn.Module):
         draft_dtype = dtype if draft_dtype is None else draft_dtype
         if not (isinstance(draft_dtype, torch.dtype) and draft_dtype.is_floating_point):
             raise TypeError(f"draft_dtype must be a floating torch.dtype, got {draft_dtype!r}")
-        counts = draft_vocab = None
+        draft_vocab = None
         if draft_vocab_size is not None:  # checked before any weights load
             if not draft_model_path:
                 raise ValueError("draft_vocab_size restricts a draft's proposals, but no draft_model_path is given")
             counts = load_token_counts(draft_model_path)
+            vocab_size = AutoConfig.from_pretrained(base).vocab_size
+            if counts.numel() != vocab_size:
+                raise CheckpointError(f"{draft_model_path}: token_counts.safetensors counts {counts.numel()} token "
+                                      f"ids, the target's vocabulary has {vocab_size}")
             draft_vocab = top_tokens(counts, draft_vocab_size)
         draft = (DraftModel.from_pretrained(draft_model_path, dtype=draft_dtype, device=device)
                  if draft_model_path else None)
@@ -101,9 +105,6 @@ class HassModel(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(base)
         except (OSError, ValueError):
             tokenizer = None  # a bare model folder: callers pass token ids
-        if counts is not None and counts.numel() != target.config.vocab_size:
-            raise CheckpointError(f"{draft_model_path}: token_counts.safetensors counts {counts.numel()} token ids, "
-                                  f"the target's vocabulary has {target.config.vocab_size}")
         return cls(target, draft, tokenizer, draft_vocab)
 
     @property

@@ -8,6 +8,8 @@
 #      the paper tree 60/6/10 greedy, and the CPU tree BEST_TREE (default 8/4/2, the sweep's best) at T=0 and T=1
 #   4. draft vocabularies (hass.draft_vocab): a size sweep (HASS, BEST_TREE, MT-bench 2 questions), then
 #      BEST_TREE with the DRAFT_VOCAB (default 16384) most frequent answer tokens, both drafts, T=0 and T=1
+#   5. side by side in ONE process against one vanilla (BEST_TREE, T=0): both drafts, each with and without the
+#      draft vocabulary, so the HASS / EAGLE-2 and vocabulary comparisons share the machine's load
 set -euo pipefail
 cd "$(dirname "$0")/.."
 q=${QUESTIONS:-3}
@@ -61,3 +63,13 @@ for draft in HASS EAGLE2; do
     bash scripts/eval.sh SmolLM2-135M-Instruct "checkpoints/SmolLM2-135M-Instruct-$draft" mt_bench,humaneval,gsm8k \
     --questions "$q" --total-tokens "$total" --depth "$depth" --top-k "$top_k" --draft-vocab "$vocab" "${common[@]}"
 done
+
+side=outputs/results/side_by_side_t${total}_d${depth}_k${top_k}
+eagle_draft=checkpoints/SmolLM2-135M-Instruct-EAGLE2
+for bench in mt_bench humaneval gsm8k; do
+  python -m evaluation.run --base "$target" --draft "$hass_draft" --bench "$bench" \
+    --methods "vanilla,hass,hass[vocab=$vocab],hass[draft=$eagle_draft],hass[draft=$eagle_draft,vocab=$vocab]" \
+    --temperature 0 --total-tokens "$total" --depth "$depth" --top-k "$top_k" "${common[@]}" --questions "$q" \
+    --out "$side/$bench.jsonl"
+done
+python -m evaluation.report "$side/mt_bench.jsonl" "$side/humaneval.jsonl" "$side/gsm8k.jsonl" --out-dir "$side/report"
