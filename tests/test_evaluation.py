@@ -303,3 +303,29 @@ def test_chat_prompt_holds_own_previous_answer():
     ids = benchmarks.build_prompt(tok, messages)
     assert tok.convert_ids_to_tokens(ids) == ["<|user|>", "w1", "w2", "<|end|>", "<|assistant|>", "w3", "<|end|>",
                                               "<|user|>", "w4", "<|end|>", "<|assistant|>"]
+
+
+def test_compare_pairs_questions_and_bounds_the_ratio(tmp_path, capsys):
+    from evaluation import compare
+    # A: 2 tokens per forward on every question; B: 1.5 on q1, 1 on q2, 2 on q3; q4 only in A
+    a = write_answers(tmp_path / "a.jsonl", "mt_bench", {("hass", q): [turn(4, 1.0, [2, 1])]
+                                                         for q in (1, 2, 3, 4)})
+    b = write_answers(tmp_path / "b.jsonl", "mt_bench", {("hass", 1): [turn(3, 1.0, [2])],
+                                                         ("hass", 2): [turn(2, 1.0, [1])],
+                                                         ("hass", 3): [turn(4, 1.0, [3])]})
+    result = compare.compare(compare.per_question(a, "hass"), compare.per_question(b, "hass"))
+    # A: 4 tokens / 3 forwards on each of q1-q3; B: 3/2, 2/2, 4/2 -> 9 / 6
+    assert result["questions"] == 3
+    assert result["tau_a"] == pytest.approx(12 / 9) and result["tau_b"] == pytest.approx(9 / 6)
+    assert result["ratio"] == pytest.approx((12 / 9) / (9 / 6))
+    low, high = result["ratio_ci95"]
+    assert low <= result["ratio"] <= high
+    assert (result["a_higher"], result["b_higher"], result["ties"]) == (1, 2, 0)
+    compare.main([f"A={a}", f"B={b}:hass", "--out", str(tmp_path / "c.json")])
+    assert "A / B = 0.889" in capsys.readouterr().out
+    assert json.loads((tmp_path / "c.json").read_text())["questions"] == 3
+    for bad, message in (([f"A={a}", "B"], "NAME=ANSWER_FILE"), ([f"A={a}", f"B={b}:vanilla"], "no answers of method"),
+                         ([f"A={a}", "B=/no/such.jsonl"], "does not exist")):
+        with pytest.raises(SystemExit):
+            compare.main(bad)
+        assert message in capsys.readouterr().err
