@@ -10,6 +10,7 @@
 #      BEST_TREE with the DRAFT_VOCAB (default 16384) most frequent answer tokens, both drafts, T=0 and T=1
 #   5. side by side in ONE process against one vanilla (BEST_TREE, T=0): both drafts, each with and without the
 #      draft vocabulary, so the HASS / EAGLE-2 and vocabulary comparisons share the machine's load
+#   6. HASS vs EAGLE-2 tau, paired over the questions both answered, with a bootstrap interval (evaluation.compare)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 q=${QUESTIONS:-3}
@@ -73,3 +74,11 @@ for bench in mt_bench humaneval gsm8k; do
     --out "$side/$bench.jsonl"
 done
 python -m evaluation.report "$side/mt_bench.jsonl" "$side/humaneval.jsonl" "$side/gsm8k.jsonl" --out-dir "$side/report"
+
+pair=SmolLM2-135M-Instruct__SmolLM2-135M-Instruct
+for run in paper_tree cpu_tree_t${total}_d${depth}_k${top_k}; do
+  for bench in mt_bench humaneval gsm8k; do
+    python -m evaluation.compare "HASS=outputs/results/$run/${pair}-HASS/T0/$bench.jsonl" \
+      "EAGLE2=outputs/results/$run/${pair}-EAGLE2/T0/$bench.jsonl" --out "outputs/results/compare/${run}_T0_$bench.json"
+  done
+done
