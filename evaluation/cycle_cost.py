@@ -27,9 +27,10 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig
 
 from hass import HassModel, TreeConfig, hf
-from hass.draft_vocab import load_token_counts, top_tokens
+from hass.draft_vocab import draft_vocab_from
 from hass.generation import draft_projections, expand_tree
 
 from .run import DTYPES
@@ -154,9 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.draft_vocab:
         try:
             sizes = [int(x) for x in args.draft_vocab.split(",")]
-            counts = load_token_counts(args.draft)
-            vocabs = {size: top_tokens(counts, size) for size in sizes}
-        except ValueError as e:  # also hass.errors.CheckpointError: no or a broken token_counts file
+            vocab_size = AutoConfig.from_pretrained(args.base).vocab_size
+            vocabs = {size: draft_vocab_from(args.draft, size, vocab_size) for size in sizes}
+        except (ValueError, OSError) as e:  # also CheckpointError: no, a broken or a mismatched counts file
             p.error(f"--draft-vocab: {e}")
         if min(sizes) < max(t.top_k for t in trees):
             p.error("--draft-vocab: a size is below a tree's top_k")

@@ -48,7 +48,7 @@ from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
 import hass
 from hass import DraftModel, HassModel, TreeConfig
-from hass.draft_vocab import COUNTS_FILE, load_token_counts, top_tokens
+from hass.draft_vocab import COUNTS_FILE, draft_vocab_from
 
 from .benchmarks import (
     BENCHMARKS, REPO_ROOT, TEMPLATES, Question, build_prompt, check_benchmark, file_sha256, load_questions,
@@ -381,27 +381,23 @@ def generate_answers(cfg: EvalConfig, plan: Plan) -> int:
         print(f"{out}: every question is already answered")
         return 0
     torch.manual_seed(cfg.seed)
-    model = HassModel.from_pretrained(cfg.base, cfg.draft if "hass" in cfg.methods else None,
-                                      dtype=DTYPES[cfg.dtype], device=cfg.device,
-                                      draft_dtype=DTYPES[cfg.draft_dtype or cfg.dtype],
-                                      draft_vocab_size=cfg.draft_vocab_size if "hass" in cfg.methods else None)
-    tokenizer, target = model.tokenizer, model.target
+    plain = HassModel.from_pretrained(cfg.base, None, dtype=DTYPES[cfg.dtype], device=cfg.device)
+    tokenizer, target = plain.tokenizer, plain.target
     eos = eos_ids(tokenizer, target)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     makers = {
-        "hass": lambda: hass_runner(model, cfg, eos),
-        "vanilla": lambda: hass_runner(HassModel(target, None, tokenizer), cfg, eos),
+        "vanilla": lambda: hass_runner(plain, cfg, eos),
         "hf": lambda: hf_runner(target, cfg, eos, pad, None),
         "pld": lambda: hf_runner(target, cfg, eos, pad, PLD_NUM_TOKENS),
     }
     drafts: dict[tuple[str, str], DraftModel] = {}  # variants sharing a draft folder and dtype share its weights
     for m in cfg.methods:
-        if m.startswith("hass["):
+        if m == "hass" or m.startswith("hass["):  # plain hass is the variant with no replacements
             v = cfg.variant(m)
             if (v.draft, v.draft_dtype) not in drafts:
                 drafts[v.draft, v.draft_dtype] = DraftModel.from_pretrained(v.draft, dtype=DTYPES[v.draft_dtype],
                                                                             device=cfg.device)
-            vocab = top_tokens(load_token_counts(v.draft), v.vocab) if v.vocab is not None else None
+            vocab = draft_vocab_from(v.draft, v.vocab, target.config.vocab_size) if v.vocab is not None else None
             variant = HassModel(target, drafts[v.draft, v.draft_dtype], tokenizer, vocab)
             makers[m] = lambda variant=variant, tree=v.tree: hass_runner(variant, cfg, eos, tree)
     runners = {m: makers[m]() for m in cfg.methods}

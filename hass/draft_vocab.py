@@ -82,6 +82,15 @@ def top_tokens(counts: torch.Tensor, size: int) -> torch.Tensor:
     return order[:size].sort().values
 
 
+def draft_vocab_from(folder: str | os.PathLike, size: int, vocab_size: int) -> torch.Tensor:
+    """The ``size`` most frequent ids of the counts beside a draft, checked against the target's vocabulary."""
+    counts = load_token_counts(folder)
+    if counts.numel() != vocab_size:
+        raise CheckpointError(f"{folder}: {COUNTS_FILE} counts {counts.numel()} token ids, "
+                              f"the target's vocabulary has {vocab_size}")
+    return top_tokens(counts, size)
+
+
 def check_draft_vocab(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """Validate a draft vocabulary (distinct token ids in [0, vocab_size)) and return it as int64."""
     if not isinstance(ids, torch.Tensor) or ids.dim() != 1 or ids.numel() == 0 or ids.dtype.is_floating_point:

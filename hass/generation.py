@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from . import hf
 from .config import SamplingConfig, TreeConfig
 from .draft import DraftModel
-from .draft_vocab import check_draft_vocab, load_token_counts, top_tokens
+from .draft_vocab import check_draft_vocab, draft_vocab_from
 from .errors import CheckpointError
 from .tree import Tree, build_tree, select_tree
 from .verify import process_logits, sample, verify_greedy, verify_sampling
@@ -91,12 +91,8 @@ class HassModel(nn.Module):
         if draft_vocab_size is not None:  # checked before any weights load
             if not draft_model_path:
                 raise ValueError("draft_vocab_size restricts a draft's proposals, but no draft_model_path is given")
-            counts = load_token_counts(draft_model_path)
-            vocab_size = AutoConfig.from_pretrained(base).vocab_size
-            if counts.numel() != vocab_size:
-                raise CheckpointError(f"{draft_model_path}: token_counts.safetensors counts {counts.numel()} token "
-                                      f"ids, the target's vocabulary has {vocab_size}")
-            draft_vocab = top_tokens(counts, draft_vocab_size)
+            draft_vocab = draft_vocab_from(draft_model_path, draft_vocab_size,
+                                           AutoConfig.from_pretrained(base).vocab_size)
         draft = (DraftModel.from_pretrained(draft_model_path, dtype=draft_dtype, device=device)
                  if draft_model_path else None)
         target = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, attn_implementation=attn_implementation)

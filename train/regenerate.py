@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from evaluation import run
 from train.data import TEMPLATES, Dialogue, encode_prompt, read_dialogues
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -90,10 +91,7 @@ def regenerate(dialogues: list[Dialogue], target, tokenizer, out: Path, *, templ
                max_new_tokens: int, temperature: float, batch_size: int, max_prompt_tokens: int,
                seed: int) -> int:
     """Answer and append every dialogue not yet in ``out``; returns how many were written."""
-    eos_ids = {tokenizer.eos_token_id} | set(_as_list(getattr(target.generation_config, "eos_token_id", None)))
-    eos_ids.discard(None)
-    if not eos_ids:
-        raise ValueError("neither the tokenizer nor the generation config names an eos token: answers would not stop")
+    eos_ids = set(run.eos_ids(tokenizer, target))  # raises when nothing would stop an answer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
     knobs = {"do_sample": False} if temperature == 0 else {"do_sample": True, "temperature": temperature,
                                                             "top_k": 0, "top_p": 1.0}
@@ -133,10 +131,6 @@ def regenerate(dialogues: list[Dialogue], target, tokenizer, out: Path, *, templ
             f.flush()
             bar.update(len(batch))
     return written
-
-
-def _as_list(value) -> list:
-    return [] if value is None else [value] if isinstance(value, int) else list(value)
 
 
 def main(argv: list[str] | None = None) -> None:
