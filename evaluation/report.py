@@ -13,6 +13,10 @@ Definitions (per benchmark, over the questions every method of a file answered):
   one entry per target forward after the prefill); then the mean over questions. Questions whose answers
   all ended at the prefill have no entry and are left out.
 - With several benchmarks, the ``mean`` rows average each column's per-benchmark values (questions: summed).
+- acceptance by depth d (methods with a draft) = of the target forwards that accepted at least d - 1 drafted
+  tokens, the fraction that accepted at least d: P(accepted >= d | accepted >= d - 1), from ``accept_lengths``
+  (accepted = length - 1). Their running product is P(accepted >= d); tau_q - 1 is the sum of those products.
+  A forward cut by max_new_tokens or an end-of-sequence token counts as what it kept.
 Lossless check: at temperature 0 every method's token ids must equal ``vanilla``'s; the report counts the
 answers that differ and gives the first point of divergence of each (question id, turn, token index).
 """
@@ -163,6 +167,29 @@ def mean_rows(rows: list[Row]) -> list[Row]:
     return out
 
 
+def depth_acceptance(accept_lengths: list[int]) -> list[float | None]:
+    """P(accepted >= d | accepted >= d - 1) for d = 1 .. the longest acceptance (accepted = length - 1)."""
+    accepted = [a - 1 for a in accept_lengths]
+    deepest = max(accepted, default=0)
+    at_least = [sum(k >= d for k in accepted) for d in range(deepest + 1)]
+    return [at_least[d] / at_least[d - 1] if at_least[d - 1] else None for d in range(1, deepest + 1)]
+
+
+def depth_table(rows: list[Row]) -> str:
+    """Markdown: acceptance by depth per (benchmark, method) for the methods that draft."""
+    drafting = [r for r in rows if r.method != "vanilla" and any(a > 1 for a in r.accept_lengths)]
+    if not drafting:
+        return "no drafted token was accepted"
+    rates = {(r.bench, r.method): depth_acceptance(r.accept_lengths) for r in drafting}
+    depth = max(len(v) for v in rates.values())
+    lines = ["| benchmark | method | forwards | " + " | ".join(f"d={d}" for d in range(1, depth + 1)) + " |",
+             "|" + "---|" * (3 + depth)]
+    for r in drafting:
+        cells = rates[r.bench, r.method] + [None] * (depth - len(rates[r.bench, r.method]))
+        lines.append(f"| {r.bench} | {r.method} | {len(r.accept_lengths)} | " + " | ".join(map(_cell, cells)) + " |")
+    return "\n".join(lines)
+
+
 def first_divergence(a: list[int], b: list[int]) -> int | None:
     """Index of the first token where two answers differ (a length difference counts), None if equal."""
     for i, (x, y) in enumerate(zip(a, b)):
@@ -284,14 +311,18 @@ def report(paths: list[str | Path], out_dir: str | Path) -> str:
         "tau_total = total new tokens / total target forwards (each turn's prefill counts as one forward).",
         "tau_q = mean over questions of the per-question mean accept length (accepted drafts + 1).",
         "speedup = mean tokens/s of the method / mean tokens/s of the baseline from the same answer file.",
-        "", "## Lossless check (temperature 0)", "",
+        "", "## Acceptance by tree depth", "",
+        "P(accepted >= d | accepted >= d - 1) over the target forwards after each prefill.", "",
+        depth_table(rows), "",
+        "## Lossless check (temperature 0)", "",
         *(lossless or ["not applicable (temperature > 0 or no vanilla answers)"]), "",
     ])
     (out_dir / "summary.md").write_text(text, encoding="utf-8")
     write_csv(rows, out_dir / "summary.csv")
     plot(rows, out_dir)
     resolved = {"answer_files": [{"path": str(f.path.resolve()), "header": f.header} for f in files],
-                "rows": [{c: getattr(r, c) for c in COLUMNS} for r in rows]}
+                "rows": [{c: getattr(r, c) for c in COLUMNS} | {"depth_acceptance": depth_acceptance(r.accept_lengths)}
+                         for r in rows]}
     (out_dir / "report_config.json").write_text(json.dumps(resolved, indent=2), encoding="utf-8")
     print(text)
     return text

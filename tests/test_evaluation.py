@@ -1,8 +1,10 @@
 """evaluation/: quick runs end to end on a tiny saved target + draft, the report's arithmetic on hand-made
 answer files, resuming, and the bad-input errors (all raised before any model loads)."""
 import json
+import math
 import shutil
 from pathlib import Path
+from statistics import mean
 
 import pytest
 import torch
@@ -161,6 +163,18 @@ def test_report_arithmetic(tmp_path):
     assert report.first_divergence([1, 2], [1, 2, 3]) == 2 and report.first_divergence([1], [1]) is None
 
 
+def test_depth_acceptance_is_conditional_on_the_depth_before():
+    lengths = [1, 2, 3, 3, 5]  # accepted drafts 0, 1, 2, 2, 4
+    rates = report.depth_acceptance(lengths)
+    assert rates == pytest.approx([4 / 5, 3 / 4, 1 / 3, 1.0])
+    running = 1.0
+    for d, rate in enumerate(rates, start=1):  # the running product is P(accepted >= d)
+        running *= rate
+        assert running == pytest.approx(sum(a - 1 >= d for a in lengths) / len(lengths))
+    assert sum(math.prod(rates[:d]) for d in range(1, 5)) == pytest.approx(mean(lengths) - 1)
+    assert report.depth_acceptance([1, 1]) == [] and report.depth_acceptance([]) == []
+
+
 def test_report_writes_tables_and_plots(tmp_path, capsys):
     report.main([*map(str, hand_made_files(tmp_path)), "--out-dir", str(tmp_path / "out")])
     printed = capsys.readouterr().out
@@ -170,6 +184,9 @@ def test_report_writes_tables_and_plots(tmp_path, capsys):
     csv_lines = (tmp_path / "out" / "summary.csv").read_text().splitlines()
     assert csv_lines[0].startswith("bench,method,questions") and len(csv_lines) == 1 + 5 + 3
     assert (tmp_path / "out" / "speedup.png").read_bytes()[:4] == b"\x89PNG"
+    # hass on MT-bench: lengths [3, 3, 3, 2, 3, 3] -> accepted [2, 2, 2, 1, 2, 2]; vanilla has no row
+    assert "| mt_bench | hass | 6 | 1.000 | 0.833 |" in printed and "| mt_bench | vanilla | 1" not in printed
+    assert "| gsm8k | hass | 1 | 1.000 | 1.000 | 1.000 |" in printed
 
 
 # ---------------------------------------------------------------- bad input
