@@ -252,7 +252,8 @@ def write_csv(rows: list[Row], path: Path) -> None:
 
 
 def plot(rows: list[Row], out_dir: Path) -> list[Path]:
-    """accept_lengths.png (histogram per method, all benchmarks) and speedup.png (per benchmark)."""
+    """accept_lengths.png (histogram per method, all benchmarks), speedup.png (per benchmark) and
+    depth_acceptance.png (per method with accepted drafts, all benchmarks)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -291,6 +292,21 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
     paths.append(out_dir / "speedup.png")
     fig.savefig(paths[1], dpi=120)
     plt.close(fig)
+
+    rates = {m: depth_acceptance(list(counts.elements())) for m, counts in lengths.items() if m != "vanilla"}
+    rates = {m: r for m, r in rates.items() if r}
+    if rates:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for m, r in rates.items():
+            ax.plot(range(1, len(r) + 1), r, marker="o", label=m)
+        ax.set_xticks(range(1, max(len(r) for r in rates.values()) + 1))
+        ax.set(xlabel="tree depth d", ylabel="P(accepted >= d | accepted >= d - 1)", ylim=(0, 1),
+               title="Acceptance by depth, all benchmarks")
+        ax.legend()
+        fig.tight_layout()
+        paths.append(out_dir / "depth_acceptance.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
     return paths
 
 

@@ -183,7 +183,8 @@ def test_report_writes_tables_and_plots(tmp_path, capsys):
     assert "| mean | hass | 3 |" in printed
     csv_lines = (tmp_path / "out" / "summary.csv").read_text().splitlines()
     assert csv_lines[0].startswith("bench,method,questions") and len(csv_lines) == 1 + 5 + 3
-    assert (tmp_path / "out" / "speedup.png").read_bytes()[:4] == b"\x89PNG"
+    for png in ("speedup.png", "accept_lengths.png", "depth_acceptance.png"):
+        assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
     # hass on MT-bench: lengths [3, 3, 3, 2, 3, 3] -> accepted [2, 2, 2, 1, 2, 2]; vanilla has no row
     assert "| mt_bench | hass | 6 | 1.000 | 0.833 |" in printed and "| mt_bench | vanilla | 1" not in printed
     assert "| gsm8k | hass | 1 | 1.000 | 1.000 | 1.000 |" in printed
