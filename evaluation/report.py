@@ -15,7 +15,8 @@ Definitions (per benchmark, over the questions every method of a file answered):
 - With several benchmarks, the ``mean`` rows average each column's per-benchmark values (questions: summed).
 - acceptance by depth d (methods with a draft) = of the target forwards that accepted at least d - 1 drafted
   tokens, the fraction that accepted at least d: P(accepted >= d | accepted >= d - 1), from ``accept_lengths``
-  (accepted = length - 1). Their running product is P(accepted >= d); tau_q - 1 is the sum of those products.
+  (accepted = length - 1). Their running product is P(accepted >= d); the sum of those products is the mean accept length over
+  these forwards minus 1.
   A forward cut by max_new_tokens or an end-of-sequence token counts as what it kept.
 Lossless check: at temperature 0 every method's token ids must equal ``vanilla``'s; the report counts the
 answers that differ and gives the first point of divergence of each (question id, turn, token index).
