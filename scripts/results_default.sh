@@ -8,8 +8,9 @@
 #      the paper tree 60/6/10 greedy, and the CPU tree BEST_TREE (default 8/4/2, the sweep's best) at T=0 and T=1
 #   4. draft vocabularies (hass.draft_vocab): a size sweep (HASS, BEST_TREE, MT-bench 2 questions), then
 #      BEST_TREE with the DRAFT_VOCAB (default 16384) most frequent answer tokens, both drafts, T=0 and T=1
-#   5. side by side in ONE process against one vanilla (BEST_TREE, full vocabulary, T=0 and T=1): both drafts,
-#      question by question, so the HASS / EAGLE-2 speedups share the machine's load (HumanEval, GSM8K, MT-bench)
+#   5. side by side in ONE process against one vanilla (full vocabulary, T=0 and T=1, each tree of SIDE_TREES,
+#      default BEST_TREE and the paper tree 60/6/10): both drafts, question by question, so the HASS / EAGLE-2
+#      speedups share the machine's load (HumanEval, GSM8K, MT-bench)
 #   6. HASS vs EAGLE-2 tau, paired over the questions both answered, with a bootstrap interval (evaluation.compare)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,17 +66,21 @@ for draft in HASS EAGLE2; do
     --questions "$q" --total-tokens "$total" --depth "$depth" --top-k "$top_k" --draft-vocab "$vocab" "${common[@]}"
 done
 
-side=outputs/results/side_by_side_t${total}_d${depth}_k${top_k}
 eagle_draft=checkpoints/SmolLM2-135M-Instruct-EAGLE2
-for temp in 0 1; do
-  for bench in humaneval gsm8k mt_bench; do
-    python -m evaluation.run --base "$target" --draft "$hass_draft" --bench "$bench" \
-      --methods "vanilla,hass,hass[draft=$eagle_draft]" --temperature "$temp" \
-      --total-tokens "$total" --depth "$depth" --top-k "$top_k" "${common[@]}" --questions "$q" \
-      --out "$side/T$temp/$bench.jsonl"
+side_trees=${SIDE_TREES:-"$best 60/6/10"}
+for tree in $side_trees; do
+  IFS=/ read -r s_total s_depth s_top_k <<< "$tree"
+  side=outputs/results/side_by_side_t${s_total}_d${s_depth}_k${s_top_k}
+  for temp in 0 1; do
+    for bench in humaneval gsm8k mt_bench; do
+      python -m evaluation.run --base "$target" --draft "$hass_draft" --bench "$bench" \
+        --methods "vanilla,hass,hass[draft=$eagle_draft]" --temperature "$temp" \
+        --total-tokens "$s_total" --depth "$s_depth" --top-k "$s_top_k" "${common[@]}" --questions "$q" \
+        --out "$side/T$temp/$bench.jsonl"
+    done
+    python -m evaluation.report "$side/T$temp/humaneval.jsonl" "$side/T$temp/gsm8k.jsonl" "$side/T$temp/mt_bench.jsonl" \
+      --out-dir "$side/T$temp/report"
   done
-  python -m evaluation.report "$side/T$temp/humaneval.jsonl" "$side/T$temp/gsm8k.jsonl" "$side/T$temp/mt_bench.jsonl" \
-    --out-dir "$side/T$temp/report"
 done
 
 pair=SmolLM2-135M-Instruct__SmolLM2-135M-Instruct
@@ -85,9 +90,14 @@ for run in paper_tree cpu_tree_t${total}_d${depth}_k${top_k}; do
       "EAGLE2=outputs/results/$run/${pair}-EAGLE2/T0/$bench.jsonl" --out "outputs/results/compare/${run}_T0_$bench.json"
   done
 done
-for temp in 0 1; do
-  for bench in humaneval gsm8k mt_bench; do
-    python -m evaluation.compare "HASS=$side/T$temp/$bench.jsonl:hass" "EAGLE2=$side/T$temp/$bench.jsonl:hass[draft=$eagle_draft]" \
-      --out "outputs/results/compare/side_by_side_T${temp}_$bench.json"
+for tree in $side_trees; do
+  IFS=/ read -r s_total s_depth s_top_k <<< "$tree"
+  side=outputs/results/side_by_side_t${s_total}_d${s_depth}_k${s_top_k}
+  for temp in 0 1; do
+    for bench in humaneval gsm8k mt_bench; do
+      python -m evaluation.compare "HASS=$side/T$temp/$bench.jsonl:hass" \
+        "EAGLE2=$side/T$temp/$bench.jsonl:hass[draft=$eagle_draft]" \
+        --out "outputs/results/compare/side_by_side_t${s_total}_d${s_depth}_k${s_top_k}_T${temp}_$bench.json"
+    done
   done
 done
