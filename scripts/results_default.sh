@@ -80,6 +80,11 @@ for tree in $side_trees; do
     done
     python -m evaluation.report "$side/T$temp/humaneval.jsonl" "$side/T$temp/gsm8k.jsonl" "$side/T$temp/mt_bench.jsonl" \
       --out-dir "$side/T$temp/report"
+    for bench in humaneval gsm8k mt_bench; do   # step 6 for the side-by-side files
+      python -m evaluation.compare "HASS=$side/T$temp/$bench.jsonl:hass" \
+        "EAGLE2=$side/T$temp/$bench.jsonl:hass[draft=$eagle_draft]" \
+        --out "outputs/results/compare/side_by_side_t${s_total}_d${s_depth}_k${s_top_k}_T${temp}_$bench.json"
+    done
   done
 done
 
@@ -88,16 +93,5 @@ for run in paper_tree cpu_tree_t${total}_d${depth}_k${top_k}; do
   for bench in mt_bench humaneval gsm8k; do
     python -m evaluation.compare "HASS=outputs/results/$run/${pair}-HASS/T0/$bench.jsonl" \
       "EAGLE2=outputs/results/$run/${pair}-EAGLE2/T0/$bench.jsonl" --out "outputs/results/compare/${run}_T0_$bench.json"
-  done
-done
-for tree in $side_trees; do
-  IFS=/ read -r s_total s_depth s_top_k <<< "$tree"
-  side=outputs/results/side_by_side_t${s_total}_d${s_depth}_k${s_top_k}
-  for temp in 0 1; do
-    for bench in humaneval gsm8k mt_bench; do
-      python -m evaluation.compare "HASS=$side/T$temp/$bench.jsonl:hass" \
-        "EAGLE2=$side/T$temp/$bench.jsonl:hass[draft=$eagle_draft]" \
-        --out "outputs/results/compare/side_by_side_t${s_total}_d${s_depth}_k${s_top_k}_T${temp}_$bench.json"
-    done
   done
 done
