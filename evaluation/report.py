@@ -252,15 +252,22 @@ def write_csv(rows: list[Row], path: Path) -> None:
         writer.writerows([[getattr(r, c) if getattr(r, c) is not None else "" for c in COLUMNS] for r in rows])
 
 
+def plot_scope(rows: list[Row]) -> str:
+    """What the pooled plots cover, for their titles: the one benchmark's name, or how many were pooled."""
+    names = list(dict.fromkeys(r.bench for r in rows if r.bench != "mean"))
+    return names[0] if len(names) == 1 else f"{len(names)} benchmarks pooled"
+
+
 def plot(rows: list[Row], out_dir: Path) -> list[Path]:
-    """accept_lengths.png (histogram per method, all benchmarks), speedup.png (per benchmark) and
-    depth_acceptance.png (per method with accepted drafts, all benchmarks)."""
+    """accept_lengths.png (histogram per method over the benchmarks read), speedup.png (per benchmark) and
+    depth_acceptance.png (per method with accepted drafts, over the benchmarks read)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     per_bench = [r for r in rows if r.bench != "mean"]
+    scope = plot_scope(per_bench)
     lengths = {m: Counter() for m in dict.fromkeys(r.method for r in per_bench)}
     for r in per_bench:
         lengths[r.method].update(r.accept_lengths)
@@ -271,7 +278,7 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
         total = max(sum(counts.values()), 1)
         ax.bar([x + i * width for x in xs], [counts[x] / total for x in xs], width, label=method)
     ax.set(xlabel="tokens accepted per target forward (bonus included)", ylabel="fraction of forwards",
-           title="Acceptance length, all benchmarks")
+           title=f"Acceptance length, {scope}")
     ax.legend()
     fig.tight_layout()
     paths = [out_dir / "accept_lengths.png"]
@@ -302,7 +309,7 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
             ax.plot(range(1, len(r) + 1), r, marker="o", label=m)
         ax.set_xticks(range(1, max(len(r) for r in rates.values()) + 1))
         ax.set(xlabel="tree depth d", ylabel="P(accepted >= d | accepted >= d - 1)", ylim=(0, 1),
-               title="Acceptance by depth, all benchmarks")
+               title=f"Acceptance by depth, {scope}")
         ax.legend()
         fig.tight_layout()
         paths.append(out_dir / "depth_acceptance.png")

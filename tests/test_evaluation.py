@@ -190,6 +190,13 @@ def test_report_writes_tables_and_plots(tmp_path, capsys):
     assert "| gsm8k | hass | 1 | 1.000 | 1.000 | 1.000 |" in printed
 
 
+def test_plot_titles_name_what_was_pooled(tmp_path):
+    files = [report.read_answer_file(p) for p in hand_made_files(tmp_path)]
+    rows = [row for f in files for row in report.file_rows(f)]
+    assert report.plot_scope(rows) == "2 benchmarks pooled"
+    assert report.plot_scope(report.file_rows(files[0])) == files[0].bench
+
+
 # ---------------------------------------------------------------- bad input
 def test_report_refuses_mixed_configurations(tmp_path, capsys):
     a = write_answers(tmp_path / "a.jsonl", "mt_bench", {("vanilla", 1): [turn(3, 1.0, [1, 1])]})
