@@ -14,7 +14,9 @@ and breaks even at tau = cycle / vanilla_step. This script times every piece on 
 and prints the median of each, the break-even tau of each tree and the tau it needs for 2x. It measures cost
 only; the acceptance length comes from ``evaluation.run``. No answer depends on the draft's weights here.
 ``--draft-vocab`` adds, for each size N, every tree drafted with the N most frequent tokens only
-(hass.draft_vocab), timed in the same round-robin.
+(hass.draft_vocab), timed in the same round-robin. ``--draft-dtype bf16,fp32`` times the draft in each dtype,
+also in the same round-robin (rows of the later ones end in ``[fp32]``): whether bf16 drafting pays depends on
+the CPU (hass.precision).
 """
 from __future__ import annotations
 
@@ -29,9 +31,10 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig
 
-from hass import HassModel, TreeConfig, hf
+from hass import DraftModel, HassModel, TreeConfig, hf
 from hass.draft_vocab import draft_vocab_from
 from hass.generation import draft_projections, expand_tree
+from hass.precision import bf16_is_fast, resolve_dtype_name
 
 from .run import DTYPES
 
@@ -49,28 +52,23 @@ def parse_trees(text: str) -> list[TreeConfig]:
 
 @torch.inference_mode()
 def measure(model: HassModel, trees: list[TreeConfig], context: int, repeats: int, seed: int = 0,
-            vocabs: dict[int, torch.Tensor] | None = None) -> dict:
+            vocabs: dict[int, torch.Tensor] | None = None, other_drafts: dict[str, torch.nn.Module] | None = None) -> dict:
     """Median milliseconds of: the vanilla step, each tree's target forward, drafting, and the draft's consume.
 
     ``vocabs`` (size -> token ids): also time each tree drafted with each of these draft vocabularies.
+    ``other_drafts`` (label -> draft, e.g. {"fp32": the same draft in fp32}): also time drafting and consuming
+    with each of them, in the same round-robin; their pieces and tree rows carry `` [label]``.
     """
-    target, draft = model.target, model.draft
+    target = model.target
     dtype = target.get_input_embeddings().weight.dtype
-    ddtype = draft.fc.weight.dtype
-    embed, head = draft_projections(target.get_input_embeddings(), target.get_output_embeddings(), ddtype)
-    heads = {size: draft_projections(target.get_input_embeddings(), target.get_output_embeddings(), ddtype, ids)[1]
-             for size, ids in (vocabs or {}).items()}
     gen = torch.Generator().manual_seed(seed)
     vocab = target.config.vocab_size
     prompt = torch.randint(0, vocab, (1, context), generator=gen)
     positions = torch.arange(context)[None]
     biggest = max(t.total_tokens for t in trees)
     t_cache = hf.new_cache(target.config, context + biggest + 1)
-    d_cache = hf.new_cache(draft.config, context + max(t.top_k * t.depth for t in trees) + 4)
     causal = hf.additive_mask(torch.ones(context, context, dtype=torch.bool).tril(), dtype)[None, None]
     features, _ = hf.target_forward(target, prompt, positions, causal, t_cache, context - 1)
-    hidden = draft(features[:, :-2].to(ddtype), embed(prompt[:, 1:-1]), positions[:, :-2], None, d_cache)[:, -1]
-    consumed = d_cache.length  # the draft holds context - 2 positions; "consume" adds the last 2, then crops
 
     def target_step(n: int):
         tokens = torch.randint(0, vocab, (1, n), generator=gen)
@@ -83,21 +81,38 @@ def measure(model: HassModel, trees: list[TreeConfig], context: int, repeats: in
             t_cache.crop(context)
         return run
 
-    def drafting(tree: TreeConfig, size: int | None = None):
-        if size is None:
-            return lambda: expand_tree(draft, embed, head, hidden, d_cache, int(prompt[0, -1]), tree)
-        return lambda: expand_tree(draft, embed, heads[size], hidden, d_cache, int(prompt[0, -1]), tree, vocabs[size])
+    def draft_pieces(draft, suffix: str) -> dict:
+        """The drafting and consume pieces of one draft, over its own cache holding the prompt."""
+        ddtype = draft.fc.weight.dtype
+        embed, head = draft_projections(target.get_input_embeddings(), target.get_output_embeddings(), ddtype)
+        heads = {size: draft_projections(target.get_input_embeddings(), target.get_output_embeddings(), ddtype,
+                                         ids)[1] for size, ids in (vocabs or {}).items()}
+        d_cache = hf.new_cache(draft.config, context + max(t.top_k * t.depth for t in trees) + 4)
+        hidden = draft(features[:, :-2].to(ddtype), embed(prompt[:, 1:-1]), positions[:, :-2], None, d_cache)[:, -1]
+        consumed = d_cache.length  # the draft holds context - 2 positions; "consume" adds the last 2, then crops
+        last = int(prompt[0, -1])
 
-    def consume():
-        draft(features[:, -2:].to(ddtype), embed(prompt[:, -2:]), positions[:, -2:], None, d_cache)
-        d_cache.crop(consumed)
+        def consume():
+            draft(features[:, -2:].to(ddtype), embed(prompt[:, -2:]), positions[:, -2:], None, d_cache)
+            d_cache.crop(consumed)
 
-    pieces = {"vanilla step": target_step(1), "draft consume (2 tokens)": consume}
+        pieces = {f"draft consume (2 tokens){suffix}": consume}
+        for tree in trees:
+            name = f"{tree.total_tokens}/{tree.depth}/{tree.top_k}"
+            pieces[f"drafting {name}{suffix}"] = (
+                lambda tree=tree: expand_tree(draft, embed, head, hidden, d_cache, last, tree))
+            for size in heads:
+                pieces[f"drafting {name} V={size}{suffix}"] = (
+                    lambda tree=tree, size=size: expand_tree(draft, embed, heads[size], hidden, d_cache, last, tree,
+                                                             vocabs[size]))
+        return pieces
+
+    pieces = {"vanilla step": target_step(1)}
     for tree in trees:
         pieces[f"target forward T={tree.total_tokens}"] = target_step(tree.total_tokens)
-        pieces[f"drafting {tree.total_tokens}/{tree.depth}/{tree.top_k}"] = drafting(tree)
-        for size in heads:
-            pieces[f"drafting {tree.total_tokens}/{tree.depth}/{tree.top_k} V={size}"] = drafting(tree, size)
+    suffixes = [""] + [f" [{label}]" for label in (other_drafts or {})]
+    for draft, suffix in zip([model.draft, *(other_drafts or {}).values()], suffixes):
+        pieces |= draft_pieces(draft, suffix)
     times = {name: [] for name in pieces}
     for fn in pieces.values():  # warm-up
         fn()
@@ -108,14 +123,15 @@ def measure(model: HassModel, trees: list[TreeConfig], context: int, repeats: in
             times[name].append((time.perf_counter() - start) * 1000)
     ms = {name: statistics.median(v) for name, v in times.items()}
     rows = []
-    for tree in trees:
-        for suffix in [""] + [f" V={size}" for size in heads]:
-            name = f"{tree.total_tokens}/{tree.depth}/{tree.top_k}"
-            verify, drafted = ms[f"target forward T={tree.total_tokens}"], ms[f"drafting {name}{suffix}"]
-            cycle = verify + drafted + ms["draft consume (2 tokens)"]
-            rows.append({"tree": name + suffix, "verify_ms": verify, "drafting_ms": drafted, "cycle_ms": cycle,
-                         "verify_over_vanilla": verify / ms["vanilla step"],
-                         "break_even_tau": cycle / ms["vanilla step"], "tau_for_2x": 2 * cycle / ms["vanilla step"]})
+    for suffix in suffixes:
+        for tree in trees:
+            for v in [""] + [f" V={size}" for size in (vocabs or {})]:
+                name = f"{tree.total_tokens}/{tree.depth}/{tree.top_k}{v}{suffix}"
+                verify, drafted = ms[f"target forward T={tree.total_tokens}"], ms[f"drafting {name}"]
+                cycle = verify + drafted + ms[f"draft consume (2 tokens){suffix}"]
+                rows.append({"tree": name, "verify_ms": verify, "drafting_ms": drafted, "cycle_ms": cycle,
+                             "verify_over_vanilla": verify / ms["vanilla step"],
+                             "break_even_tau": cycle / ms["vanilla step"], "tau_for_2x": 2 * cycle / ms["vanilla step"]})
     return {"milliseconds": ms, "trees": rows}
 
 
@@ -135,16 +151,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--base", required=True, help="target model folder")
     p.add_argument("--draft", required=True, help="draft model folder")
     p.add_argument("--dtype", default="fp32", help=" | ".join(DTYPES))
-    p.add_argument("--draft-dtype", default=None, help="default: --dtype")
+    p.add_argument("--draft-dtype", default=None,
+                   help="default: --dtype; auto = bf16 where the device has bf16 matrix units, else fp32. Several, "
+                        "comma-separated (e.g. bf16,fp32), time the draft in each, side by side; the first is the main")
     p.add_argument("--trees", default="60/6/10,20/4/4,10/3/3,8/4/2,5/4/1", help="TOTAL/DEPTH/TOP_K,...")
     p.add_argument("--draft-vocab", default="", help="also time drafting with these draft vocabulary sizes: N,N,...")
     p.add_argument("--context", type=int, default=300, help="cached tokens before the cycle (a typical prompt)")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--out", default=None, help="write the result (and the settings) as JSON here")
     args = p.parse_args(argv)
-    for name in (args.dtype, args.draft_dtype or args.dtype):
-        if name not in DTYPES:
-            p.error(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
+    if args.dtype not in DTYPES:
+        p.error(f"unknown dtype {args.dtype!r}; choose one of {', '.join(DTYPES)}")
+    try:
+        draft_dtypes = [resolve_dtype_name(name.strip()) for name in (args.draft_dtype or args.dtype).split(",")]
+    except ValueError as e:
+        p.error(f"--draft-dtype: {e}")
+    if len(set(draft_dtypes)) < len(draft_dtypes):
+        p.error(f"--draft-dtype: {args.draft_dtype!r} names one dtype twice (auto is {resolve_dtype_name('auto')} here)")
     try:
         trees = parse_trees(args.trees)
     except ValueError as e:
@@ -162,9 +185,12 @@ def main(argv: list[str] | None = None) -> None:
         if min(sizes) < max(t.top_k for t in trees):
             p.error("--draft-vocab: a size is below a tree's top_k")
     model = HassModel.from_pretrained(args.base, args.draft, dtype=DTYPES[args.dtype],
-                                      draft_dtype=DTYPES[args.draft_dtype or args.dtype])
-    result = measure(model, trees, args.context, args.repeats, vocabs=vocabs)
-    result["settings"] = {**vars(args), "threads": torch.get_num_threads(), "torch": torch.__version__}
+                                      draft_dtype=DTYPES[draft_dtypes[0]])
+    others = {name: DraftModel.from_pretrained(args.draft, dtype=DTYPES[name]) for name in draft_dtypes[1:]}
+    result = measure(model, trees, args.context, args.repeats, vocabs=vocabs, other_drafts=others)
+    result["settings"] = {**vars(args), "draft_dtypes": draft_dtypes, "threads": torch.get_num_threads(),
+                          "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                          "bf16_matmul_fast": bf16_is_fast()}
     print(table(result))
     if args.out:
         out = Path(args.out)

@@ -6,7 +6,7 @@
 Methods:
   hass     HassModel with the draft: EAGLE-2 dynamic tree + lossless verification.
   hass[key=value,...]  hass with some settings of this run replaced, to compare variants side by side in
-           one process: draft=FOLDER, tree=TOTAL/DEPTH/TOP_K, vocab=N|all, draft_dtype=bf16|fp16|fp32.
+           one process: draft=FOLDER, tree=TOTAL/DEPTH/TOP_K, vocab=N|all, draft_dtype=bf16|fp16|fp32|auto.
            e.g. --methods 'vanilla,hass,hass[draft=checkpoints/X-EAGLE2],hass[vocab=16384]'
   vanilla  the same HassModel loop with no draft (one token per target forward): the speedup baseline.
   hf       transformers' own ``target.generate``, an outside baseline.
@@ -49,6 +49,7 @@ from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 import hass
 from hass import DraftModel, HassModel, TreeConfig
 from hass.draft_vocab import COUNTS_FILE, draft_vocab_from
+from hass.precision import bf16_is_fast, resolve_dtype_name
 
 from .benchmarks import (
     BENCHMARKS, REPO_ROOT, TEMPLATES, Question, build_prompt, check_benchmark, file_sha256, load_questions,
@@ -201,7 +202,8 @@ class EvalConfig:
         if draft is None:
             raise FileNotFoundError(f"method {method!r} names no draft= and the run has no --draft")
         return HassVariant(draft=draft, tree=tree, vocab=vocab,
-                           draft_dtype=items.get("draft_dtype", self.draft_dtype or self.dtype))
+                           draft_dtype=resolve_dtype_name(items["draft_dtype"], self.device)
+                           if items.get("draft_dtype") == "auto" else items.get("draft_dtype", self.draft_dtype or self.dtype))
 
 
 # A runner answers one prompt: (prompt (1, T), seed) -> (new token ids, target forwards, accept lengths).
@@ -320,7 +322,8 @@ def machine(device: str) -> dict:
                  if ln.startswith("model name")]
         cpu = names[0] if names else cpu
     info = {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "device": device,
-            "platform": platform.platform()}
+            "platform": platform.platform(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "bf16_matmul_fast": bf16_is_fast(device)}  # the same "AMD EPYC" name covers CPUs with and without AMX
     if str(device).startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -443,7 +446,8 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     p.add_argument("--top-k", type=int, default=10, help="draft tree top-k (not a sampling setting)")
     p.add_argument("--dtype", default="bf16", help=" | ".join(DTYPES))
     p.add_argument("--draft-dtype", default=None,
-                   help="the draft's precision (default: --dtype); e.g. fp32 target + bf16 draft: exact and faster on CPU")
+                   help="the draft's precision (default: --dtype): bf16 | fp16 | fp32 | auto (bf16 where the device "
+                        "has bf16 matrix units, e.g. AMX; else fp32). The output does not depend on it")
     p.add_argument("--draft-vocab", type=int, default=None,
                    help="draft only the N tokens most frequent in the draft's training answers (default: all)")
     p.add_argument("--device", default="cpu")
@@ -459,6 +463,8 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     defaults = QUICK if args.quick else {"questions": None, "max_new_tokens": 512, "warmup": 2}
     resolved = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
     try:
+        if args.draft_dtype is not None:  # the answer file records what ran: auto becomes bf16 or fp32 here
+            args.draft_dtype = resolve_dtype_name(args.draft_dtype, args.device)
         return EvalConfig(
             base=args.base, draft=args.draft, bench=args.bench, out=args.out,
             methods=split_methods(args.methods),

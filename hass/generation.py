@@ -21,6 +21,7 @@ from .config import SamplingConfig, TreeConfig
 from .draft import DraftModel
 from .draft_vocab import check_draft_vocab, draft_vocab_from
 from .errors import CheckpointError
+from .precision import fast_draft_dtype
 from .tree import Tree, build_tree, select_tree
 from .verify import process_logits, sample, verify_greedy, verify_sampling
 
@@ -68,7 +69,7 @@ class HassModel(nn.Module):
         dtype: torch.dtype = torch.bfloat16,
         device: str | torch.device = "cpu",
         attn_implementation: str = "sdpa",
-        draft_dtype: torch.dtype | None = None,
+        draft_dtype: torch.dtype | str | None = None,
         draft_vocab_size: int | None = None,
     ) -> "HassModel":
         """Load the target (any transformers causal LM folder), its tokenizer, and a draft (or None).
@@ -76,7 +77,9 @@ class HassModel(nn.Module):
         ``dtype`` is the target's precision: greedy output equals the target's own greedy decoding in it.
         ``draft_dtype`` (default: ``dtype``) is the draft's, including the vocabulary projection it drafts
         with. It never changes the output, only the proposals: e.g. an fp32 target with a bf16 draft is exact
-        fp32 decoding whose drafting runs on the CPU's bf16 matrix units.
+        fp32 decoding whose drafting runs on the CPU's bf16 matrix units. ``draft_dtype="auto"`` picks bf16
+        where the device has bf16 matrix units (AMX / AVX512-BF16, a GPU) and fp32 elsewhere, where emulated
+        bf16 is slower (hass.precision).
         ``draft_vocab_size`` (default: the full vocabulary) lets the draft propose only the N tokens most
         frequent in its training answers (``token_counts.safetensors`` in the draft folder; hass.draft_vocab):
         cheaper drafting when the vocabulary projection dominates it, and the output is unchanged.
@@ -85,8 +88,10 @@ class HassModel(nn.Module):
         if not (base / "config.json").is_file():
             raise CheckpointError(f"target model folder {str(base)!r} does not exist or has no config.json")
         draft_dtype = dtype if draft_dtype is None else draft_dtype
+        if draft_dtype == "auto":
+            draft_dtype = fast_draft_dtype(device)
         if not (isinstance(draft_dtype, torch.dtype) and draft_dtype.is_floating_point):
-            raise TypeError(f"draft_dtype must be a floating torch.dtype, got {draft_dtype!r}")
+            raise TypeError(f"draft_dtype must be a floating torch.dtype or \"auto\", got {draft_dtype!r}")
         draft_vocab = None
         if draft_vocab_size is not None:  # checked before any weights load
             if not draft_model_path:

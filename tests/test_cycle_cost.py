@@ -25,7 +25,8 @@ def test_measure_times_every_piece_and_derives_break_even():
         assert row["tree"] == name and row["cycle_ms"] == pytest.approx(cycle)
         assert row["break_even_tau"] == pytest.approx(cycle / ms["vanilla step"])
         assert row["tau_for_2x"] == pytest.approx(2 * row["break_even_tau"])
-        assert row["break_even_tau"] > 1  # a cycle costs more than one plain step
+    # no timing comparison here (e.g. "a cycle costs more than a plain step"): on a loaded machine a single
+    # repeat can invert it; the costs themselves are measured by the script, side by side
 
 
 def test_cli_writes_json_and_rejects_bad_trees(tmp_path, capsys):

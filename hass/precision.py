@@ -1,0 +1,40 @@
+"""Which precision is fast for the draft on a given device.
+
+The draft only proposes tokens, so its precision never changes the output (the target verifies every token in
+its own dtype). It does change the speed, and which dtype is faster depends on the hardware: bf16 matrix products
+run on AMX tiles or AVX512-BF16 on recent Intel and AMD server CPUs (several times faster than fp32 there), but
+on a CPU without them (AVX2 only: most laptops, older servers) PyTorch emulates bf16 and the same products are
+slower than fp32. ``"auto"`` picks the fast one.
+"""
+from __future__ import annotations
+
+import torch
+
+DTYPE_NAMES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def bf16_is_fast(device: str | torch.device = "cpu") -> bool:
+    """True where bf16 matrix products beat fp32: a CUDA GPU with bf16 support, or a CPU with AMX tiles or
+    AVX512-BF16 instructions."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    cpu = torch.cpu
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def fast_draft_dtype(device: str | torch.device = "cpu") -> torch.dtype:
+    """bf16 where :func:`bf16_is_fast`, else fp32."""
+    return torch.bfloat16 if bf16_is_fast(device) else torch.float32
+
+
+def resolve_dtype_name(name: str, device: str | torch.device = "cpu") -> str:
+    """A dtype name (bf16 | fp16 | fp32), with ``auto`` replaced by the fast draft dtype of ``device``."""
+    if name == "auto":
+        return "bf16" if bf16_is_fast(device) else "fp32"
+    if name not in DTYPE_NAMES:
+        raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPE_NAMES)} or auto")
+    return name
