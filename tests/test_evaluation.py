@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 import hass
-from evaluation import benchmarks, report, run
+from evaluation import benchmarks, matrix, report, run
 from hass.draft_vocab import save_token_counts
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -88,6 +88,21 @@ def test_quick_run_and_report_end_to_end(models_dir, tmp_path, capsys):
         assert (tmp_path / "report" / name).stat().st_size > 0
     resolved = json.loads((tmp_path / "report" / "report_config.json").read_text())
     assert resolved["answer_files"][0]["header"]["config"]["bench"] == "mt_bench"
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_draft_dtype_auto_is_recorded_as_what_ran(models_dir, tmp_path, monkeypatch, fast):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: fast)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    cfg = run.parse_args(quick_args(models_dir, tmp_path / "a.jsonl", "--draft-dtype", "auto",
+                                    "--methods", "hass,hass[draft_dtype=auto],hass[draft_dtype=fp16]"))
+    resolved = "bf16" if fast else "fp32"
+    assert cfg.draft_dtype == resolved  # the answer file's header, hence resume, sees bf16 or fp32, never auto
+    assert cfg.variant("hass[draft_dtype=auto]").draft_dtype == resolved
+    assert cfg.variant("hass[draft_dtype=fp16]").draft_dtype == "fp16"
+    assert run.machine("cpu")["bf16_matmul_fast"] is fast
+    with pytest.raises(SystemExit):
+        run.parse_args(quick_args(models_dir, tmp_path / "b.jsonl", "--draft-dtype", "fp8"))
 
 
 @needs_data
@@ -195,6 +210,59 @@ def test_plot_titles_name_what_was_pooled(tmp_path):
     rows = [row for f in files for row in report.file_rows(f)]
     assert report.plot_scope(rows) == "2 benchmarks pooled"
     assert report.plot_scope(report.file_rows(files[0])) == files[0].bench
+
+
+def test_matrix_puts_every_setting_in_one_table(tmp_path, capsys):
+    ids = [0, 1, 2, 3]
+    side = {("vanilla", 1): [turn(4, 1.0, [1] * 3, ids=ids)], ("vanilla", 2): [turn(4, 1.0, [1] * 3, ids=ids)],
+            ("hass", 1): [turn(4, 0.5, [2, 2], ids=ids)], ("hass", 2): [turn(4, 0.5, [4], ids=ids)],
+            ("hass[draft=x/EAGLE2/]", 1): [turn(4, 0.25, [4], ids=ids)],
+            ("hass[draft=x/EAGLE2/]", 2): [turn(4, 1.0, [3], ids=[0, 1, 2, 9])]}  # differs at token 3
+    tree = {"draft": "x/HASS", "total_tokens": 8, "depth": 4, "top_k": 2}
+    folder = tmp_path / "results"
+    (folder / "T0").mkdir(parents=True)
+    write_answers(folder / "T0" / "he.jsonl", "humaneval", side, **tree)
+    write_answers(folder / "T1.jsonl", "humaneval", {("vanilla", 1): [turn(4, 1.0, [1] * 3)],
+                                                     ("hass", 1): [turn(4, 2.0, [2, 2])]}, temperature=1.0, **tree)
+    write_answers(folder / "gsm.jsonl", "gsm8k", {("vanilla", 1): [turn(4, 1.0, [1] * 3)],
+                                                  ("hass[tree=60/6/10]", 1): [turn(4, 1.0, [4])]}, **tree)
+    (folder / "notes.jsonl").write_text('{"not": "an answer file"}\n')
+    files = [report.read_answer_file(p) for p in matrix.answer_paths([folder])]
+    assert len(files) == 3
+    cells = matrix.collect(files)
+    hass_t0 = matrix.Setting("HASS", "8 / 4 / 2", "all", 0.0)
+    eagle_t0 = matrix.Setting("EAGLE2", "8 / 4 / 2", "all", 0.0)
+    he = {r.method: r for r in report.file_rows(files[[f.bench for f in files].index("humaneval")])}
+    assert cells[hass_t0, "humaneval"].tau == pytest.approx(he["hass"].tau_total) == pytest.approx(8 / 5)
+    assert cells[eagle_t0, "humaneval"].speedup == pytest.approx(he["hass[draft=x/EAGLE2/]"].speedup_vs_vanilla)
+    assert (cells[hass_t0, "humaneval"].differ, cells[eagle_t0, "humaneval"].differ) == (0, 1)
+    assert cells[matrix.Setting("HASS", "60 / 6 / 10", "all", 0.0), "gsm8k"].tau == pytest.approx(4 / 2)
+    lines = matrix.table(cells, questions=2).splitlines()
+    assert lines[0].split(" | ")[4:6] == ["humaneval", "gsm8k"]  # benchmarks in the usual order
+    rows = {tuple(c.strip() for c in line.split("|")[1:5]): line for line in lines[2:]}
+    assert set(rows) == {(d, t, "all", T) for d in ("HASS", "EAGLE2") for t in ("8 / 4 / 2", "60 / 6 / 10")
+                         for T in ("0", "1")}  # every draft x tree x temperature seen, run or not
+    assert "| 1.600 / 2.00x | not run | 0 of 2 |" in rows["HASS", "8 / 4 / 2", "all", "0"]
+    assert "| 2.000 / 1.00x (1 q) | 0 of 1 |" in rows["HASS", "60 / 6 / 10", "all", "0"]
+    assert "| 1.333 / 0.50x (1 q) | not run | (sampling) |" in rows["HASS", "8 / 4 / 2", "all", "1"]
+    assert rows["EAGLE2", "60 / 6 / 10", "all", "1"].count("not run") == 2
+    matrix.main([str(folder), "--questions", "2", "--out", str(tmp_path / "m.md")])
+    assert capsys.readouterr().out.startswith((tmp_path / "m.md").read_text()[:200])
+
+
+def test_matrix_refuses_one_setting_twice_and_empty_input(tmp_path):
+    a = write_answers(tmp_path / "a.jsonl", "gsm8k", {("vanilla", 1): [turn(4, 1.0, [1] * 3)],
+                                                      ("hass", 1): [turn(4, 1.0, [4])]}, draft="d", total_tokens=8,
+                      depth=4, top_k=2)
+    shutil.copy(a, tmp_path / "b.jsonl")
+    files = [report.read_answer_file(p) for p in matrix.answer_paths([tmp_path])]
+    with pytest.raises(ValueError, match="in both"):
+        matrix.collect(files)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no hass-answers/1 answer files"):
+        matrix.answer_paths([tmp_path / "empty"])
+    with pytest.raises(SystemExit):
+        matrix.main([str(tmp_path / "missing.jsonl")])
 
 
 # ---------------------------------------------------------------- bad input

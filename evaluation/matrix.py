@@ -1,0 +1,172 @@
+"""One table over many answer files: a row per (draft, tree, temperature), a column per benchmark.
+
+    python -m evaluation.matrix outputs/results/side_by_side_t8_d4_k2 outputs/results/side_by_side_t60_d6_k10 \\
+        --questions 80 --out outputs/results/matrix.md
+
+Arguments are answer files or folders searched for ``*.jsonl`` answer files. Each cell is
+``tau_total / speedup vs vanilla`` of one method in one file, computed exactly as ``evaluation.report`` does
+(over the questions every method of that file answered; the speedup is against the ``vanilla`` of the same
+file). A hass-like method is named by its draft folder's name, tree and draft vocabulary, with the file's
+settings under its ``hass[key=value]`` replacements. A cell over fewer questions than ``--questions`` shows its
+count; a cell with no answers says ``not run``. Rows cover every draft x (tree, vocabulary) x temperature seen,
+so a missing combination shows up as a row of ``not run``. At temperature 0 the last column counts the answers
+that differ from vanilla's (the lossless check); at other temperatures it says ``sampling``.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from evaluation.benchmarks import BENCHMARKS
+from evaluation.report import FORMAT, AnswerFile, divergences, file_rows, read_answer_file
+from evaluation.run import _overrides
+
+BASELINES = ("vanilla",)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a row of the matrix holds fixed: the draft (or a method without one), tree, vocabulary, temperature."""
+
+    draft: str
+    tree: str
+    vocab: str
+    temperature: float
+
+
+@dataclass
+class Cell:
+    tau: float
+    speedup: float | None
+    questions: int
+    differ: int | None  # answers differing from vanilla (temperature 0 only)
+    compared: int
+    path: Path
+
+
+def setting_of(f: AnswerFile, method: str) -> Setting:
+    """The draft, tree and vocabulary a method of this file ran with."""
+    config = f.header["config"]
+    temperature = float(config["temperature"])
+    if method != "hass" and not method.startswith("hass["):
+        return Setting(method, "-", "-", temperature)
+    items = _overrides(method) or {}
+    tree = items.get("tree", f"{config['total_tokens']}/{config['depth']}/{config['top_k']}")
+    vocab = items.get("vocab", config.get("draft_vocab_size") or "all")
+    draft = os.path.basename(os.path.normpath(items.get("draft", config["draft"])))
+    return Setting(draft, tree.replace("/", " / "), str(vocab), temperature)
+
+
+def answer_paths(paths: list[str | Path]) -> list[Path]:
+    """The answer files named, and those found (recursively, sorted) in the folders named."""
+    found = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += [q for q in sorted(p.rglob("*.jsonl")) if _is_answer_file(q)]
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise FileNotFoundError(f"{str(p)!r} is neither an answer file nor a folder")
+    if not found:
+        raise FileNotFoundError(f"no {FORMAT} answer files in {', '.join(map(str, paths))}")
+    return found
+
+
+def _is_answer_file(path: Path) -> bool:
+    with open(path, encoding="utf-8") as f:
+        return f'"format": "{FORMAT}"' in f.readline()
+
+
+def collect(files: list[AnswerFile]) -> dict[tuple[Setting, str], Cell]:
+    """(setting, benchmark) -> cell. The same setting and benchmark in two files is refused: pick one."""
+    cells: dict[tuple[Setting, str], Cell] = {}
+    for f in files:
+        if f.header["config"].get("device") != files[0].header["config"].get("device") or \
+                f.header["config"]["base"] != files[0].header["config"]["base"]:
+            raise ValueError(f"{f.path} was run on another target or device than {files[0].path}; "
+                             f"one matrix compares one target on one machine")
+        for row in file_rows(f):
+            if row.method in BASELINES:
+                continue
+            key = (setting_of(f, row.method), row.bench)
+            if key in cells:
+                raise ValueError(f"{row.bench} with {key[0]} is in both {cells[key].path} and {f.path}; "
+                                 f"name the files to use instead of their folder")
+            differ, compared = None, row.questions
+            if key[0].temperature == 0 and "vanilla" in f.answers:
+                compared, found = divergences(f, row.method)
+                differ = len(found)
+            cells[key] = Cell(row.tau_total, row.speedup_vs_vanilla, row.questions, differ, compared, f.path)
+    return cells
+
+
+def table(cells: dict[tuple[Setting, str], Cell], questions: int | None = None) -> str:
+    """The markdown table: a row per draft x (tree, vocab) x temperature seen, a column per benchmark."""
+    settings = [s for s, _ in cells]
+    seen = set(b for _, b in cells)
+    benches = [b for b in BENCHMARKS if b in seen] + sorted(seen - set(BENCHMARKS))
+    drafts = list(dict.fromkeys(s.draft for s in settings))
+    trees = list(dict.fromkeys((s.tree, s.vocab) for s in settings if s.tree != "-"))
+    temperatures = sorted({s.temperature for s in settings})
+    rows = []
+    for (tree, vocab), temperature, draft in itertools.product(trees, temperatures, drafts):
+        if not any(s.draft == draft and s.tree != "-" for s in settings):
+            continue
+        rows.append(Setting(draft, tree, vocab, temperature))
+    rows += [s for s in dict.fromkeys(settings) if s.tree == "-"]  # methods without a draft (hf, pld)
+
+    lines = ["| draft | tree (total / depth / top-k) | draft vocabulary | T | "
+             + " | ".join(benches) + " | answers differing from vanilla |",
+             "|" + "---|" * (len(benches) + 5)]
+    for s in rows:
+        row_cells = [cells.get((s, b)) for b in benches]
+        text = []
+        for c in row_cells:
+            if c is None:
+                text.append("not run")
+                continue
+            speed = f"{c.speedup:.2f}x" if c.speedup is not None else "-"
+            count = f" ({c.questions} q)" if questions is not None and c.questions != questions else ""
+            text.append(f"{c.tau:.3f} / {speed}{count}")
+        done = [c for c in row_cells if c is not None]
+        if s.temperature != 0:
+            lossless = "(sampling)"
+        elif not done or any(c.differ is None for c in done):
+            lossless = "-"
+        else:
+            lossless = f"{sum(c.differ for c in done)} of {sum(c.compared for c in done)}"
+        lines.append(f"| {s.draft} | {s.tree} | {s.vocab} | {s.temperature:g} | " + " | ".join(text)
+                     + f" | {lossless} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.matrix", description=__doc__.split("\n")[0])
+    parser.add_argument("paths", nargs="+", help="answer files, or folders searched for them")
+    parser.add_argument("--questions", type=int, default=None,
+                        help="the intended questions per benchmark; cells over fewer show their count")
+    parser.add_argument("--out", default=None, help="also write the table here (markdown)")
+    args = parser.parse_args(argv)
+    try:
+        files = [read_answer_file(p) for p in answer_paths(args.paths)]
+        text = table(collect(files), args.questions)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    legend = ("Each cell: tau_total (tokens per target forward) / speedup vs vanilla decoding in the same file."
+              + (f" Cells over fewer than {args.questions} questions show their count." if args.questions else ""))
+    text = f"{text}\n\n{legend}\nFrom: " + ", ".join(str(f.path) for f in files) + "\n"
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)
+    print(text)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
