@@ -12,6 +12,7 @@
 #      default BEST_TREE and the paper tree 60/6/10): both drafts, question by question, so the HASS / EAGLE-2
 #      speedups share the machine's load (HumanEval, GSM8K, MT-bench)
 #   6. HASS vs EAGLE-2 tau, paired over the questions both answered, with a bootstrap interval (evaluation.compare)
+#   7. one table of every side-by-side cell (evaluation.matrix -> outputs/results/matrix.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 q=${QUESTIONS:-3}
@@ -95,3 +96,11 @@ for run in paper_tree cpu_tree_t${total}_d${depth}_k${top_k}; do
       "EAGLE2=outputs/results/$run/${pair}-EAGLE2/T0/$bench.jsonl" --out "outputs/results/compare/${run}_T0_$bench.json"
   done
 done
+
+# 7. the matrix of README "Results": every side-by-side cell in one table (tau / speedup, "not run" where missing)
+side_dirs=()
+for tree in $side_trees; do
+  IFS=/ read -r s_total s_depth s_top_k <<< "$tree"
+  side_dirs+=("outputs/results/side_by_side_t${s_total}_d${s_depth}_k${s_top_k}")
+done
+python -m evaluation.matrix "${side_dirs[@]}" --questions "$q" --out outputs/results/matrix.md
