@@ -3,8 +3,9 @@
 The draft only proposes tokens, so its precision never changes the output (the target verifies every token in
 its own dtype). It does change the speed, and which dtype is faster depends on the hardware: bf16 matrix products
 run on AMX tiles or AVX512-BF16 on recent Intel and AMD server CPUs (several times faster than fp32 there), but
-on a CPU without them (AVX2 only: most laptops, older servers) PyTorch emulates bf16 and the same products are
-slower than fp32. ``"auto"`` picks the fast one.
+on a CPU without them (AVX2 only: most laptops, older servers) PyTorch emulates bf16, and whether that beats
+fp32 depends on the shapes (measured on one AVX2 CPU: faster for the 8/4/2 tree's drafting, slower for 60/6/10).
+``"auto"`` is a heuristic (bf16 only with bf16 units); ``evaluation.cycle_cost --draft-dtype bf16,fp32`` measures.
 """
 from __future__ import annotations
 
