@@ -49,7 +49,7 @@ from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 import hass
 from hass import DraftModel, HassModel, TreeConfig
 from hass.draft_vocab import COUNTS_FILE, draft_vocab_from
-from hass.precision import bf16_is_fast, resolve_dtype_name
+from hass.precision import DTYPE_NAMES, bf16_is_fast, resolve_dtype_name
 
 from .benchmarks import (
     BENCHMARKS, REPO_ROOT, TEMPLATES, Question, build_prompt, check_benchmark, file_sha256, load_questions,
@@ -57,7 +57,7 @@ from .benchmarks import (
 from .report import FORMAT, read_answer_file
 
 METHODS = ("hass", "vanilla", "hf", "pld")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPES = DTYPE_NAMES  # bf16 | fp16 | fp32 -> torch dtype
 PLD_NUM_TOKENS = 10
 RESUME_IGNORES = ("questions", "warmup", "out")  # they decide how much is done, not what an answer is
 QUICK = {"questions": 3, "max_new_tokens": 32, "warmup": 1}
@@ -201,9 +201,10 @@ class EvalConfig:
         draft = items.get("draft", self.draft)
         if draft is None:
             raise FileNotFoundError(f"method {method!r} names no draft= and the run has no --draft")
-        return HassVariant(draft=draft, tree=tree, vocab=vocab,
-                           draft_dtype=resolve_dtype_name(items["draft_dtype"], self.device)
-                           if items.get("draft_dtype") == "auto" else items.get("draft_dtype", self.draft_dtype or self.dtype))
+        draft_dtype = items.get("draft_dtype", self.draft_dtype or self.dtype)
+        if draft_dtype == "auto":
+            draft_dtype = resolve_dtype_name(draft_dtype, self.device)
+        return HassVariant(draft=draft, tree=tree, vocab=vocab, draft_dtype=draft_dtype)
 
 
 # A runner answers one prompt: (prompt (1, T), seed) -> (new token ids, target forwards, accept lengths).

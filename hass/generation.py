@@ -78,8 +78,8 @@ class HassModel(nn.Module):
         ``draft_dtype`` (default: ``dtype``) is the draft's, including the vocabulary projection it drafts
         with. It never changes the output, only the proposals: e.g. an fp32 target with a bf16 draft is exact
         fp32 decoding whose drafting runs on the CPU's bf16 matrix units. ``draft_dtype="auto"`` picks bf16
-        where the device has bf16 matrix units (AMX / AVX512-BF16, a GPU) and fp32 elsewhere, where emulated
-        bf16 is slower (hass.precision).
+        where the device has bf16 matrix units (AMX / AVX512-BF16, a GPU) and fp32 elsewhere: a heuristic, since
+        emulated bf16 can still win on small trees (hass.precision; measure with evaluation.cycle_cost).
         ``draft_vocab_size`` (default: the full vocabulary) lets the draft propose only the N tokens most
         frequent in its training answers (``token_counts.safetensors`` in the draft folder; hass.draft_vocab):
         cheaper drafting when the vocabulary projection dominates it, and the output is unchanged.

@@ -29,7 +29,7 @@ def bf16_is_fast(device: str | torch.device = "cpu") -> bool:
 
 def fast_draft_dtype(device: str | torch.device = "cpu") -> torch.dtype:
     """bf16 where :func:`bf16_is_fast`, else fp32."""
-    return torch.bfloat16 if bf16_is_fast(device) else torch.float32
+    return DTYPE_NAMES[resolve_dtype_name("auto", device)]
 
 
 def resolve_dtype_name(name: str, device: str | torch.device = "cpu") -> str:
