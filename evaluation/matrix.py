@@ -7,7 +7,8 @@ Arguments are answer files or folders searched for ``*.jsonl`` answer files. Eac
 ``tau_total / speedup vs vanilla`` of one method in one file, computed exactly as ``evaluation.report`` does
 (over the questions every method of that file answered; the speedup is against the ``vanilla`` of the same
 file). A hass-like method is named by its draft folder's name, tree and draft vocabulary, with the file's
-settings under its ``hass[key=value]`` replacements. A cell over fewer questions than ``--questions`` shows its
+settings under its ``hass[key=value]`` replacements. Below the table, each file is listed with the machine
+(CPU or GPU, CPU capability, threads) of every run that wrote to it. A cell over fewer questions than ``--questions`` shows its
 count; a cell with no answers says ``not run``. Rows cover every draft x (tree, vocabulary) x temperature seen,
 so a missing combination shows up as a row of ``not run``. At temperature 0 the last column counts the answers
 that differ from vanilla's (the lossless check); at other temperatures it says ``sampling``.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evaluation.benchmarks import BENCHMARKS
-from evaluation.report import FORMAT, AnswerFile, divergences, file_rows, read_answer_file
+from evaluation.report import FORMAT, AnswerFile, divergences, file_rows, machine_lines, read_answer_file
 from evaluation.run import _overrides
 
 BASELINES = ("vanilla",)
@@ -144,6 +145,11 @@ def table(cells: dict[tuple[Setting, str], Cell], questions: int | None = None) 
     return "\n".join(lines)
 
 
+def sources(files: list[AnswerFile]) -> str:
+    """The files behind the table, each with the machine of every run that wrote to it."""
+    return "\n".join(["From (each file's machine; a resumed file names every run's):", *machine_lines(files)])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m evaluation.matrix", description=__doc__.split("\n")[0])
     parser.add_argument("paths", nargs="+", help="answer files, or folders searched for them")
@@ -158,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(e))
     legend = ("Each cell: tau_total (tokens per target forward) / speedup vs vanilla decoding in the same file."
               + (f" Cells over fewer than {args.questions} questions show their count." if args.questions else ""))
-    text = f"{text}\n\n{legend}\nFrom: " + ", ".join(str(f.path) for f in files) + "\n"
+    text = f"{text}\n\n{legend}\n\n{sources(files)}\n"
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

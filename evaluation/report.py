@@ -42,6 +42,12 @@ class AnswerFile:
     path: Path
     header: dict
     answers: dict[str, dict]  # method -> question_id -> answer record (a later record replaces an earlier one)
+    resumes: list[dict] = field(default_factory=list)  # the "resume" records, one per resumed run, in order
+
+    @property
+    def machines(self) -> list[dict]:
+        """The machine of every run that wrote to this file: the header's, then each resume's."""
+        return [r.get("machine", {}) for r in [self.header, *self.resumes]]
 
     @property
     def bench(self) -> str:
@@ -64,9 +70,22 @@ def read_answer_file(path: str | Path) -> AnswerFile:
     if not records or records[0].get("record") != "header" or records[0].get("format") != FORMAT:
         raise ValueError(f"{str(path)!r} is not a {FORMAT} answer file (its first line must be the header)")
     answers: dict[str, dict] = {}
+    resumes = []
     for r in records[1:]:
-        answers.setdefault(r["method"], {})[r["question_id"]] = r
-    return AnswerFile(path, records[0], answers)
+        if r.get("record") == "resume":
+            resumes.append(r)
+        else:
+            answers.setdefault(r["method"], {})[r["question_id"]] = r
+    return AnswerFile(path, records[0], answers, resumes)
+
+
+def machine_label(machine: dict) -> str:
+    """'AMD EPYC, AVX2, 2 threads' from a header's or resume record's ``machine``."""
+    parts = [machine.get("gpu") or machine.get("cpu") or "unknown machine",
+             machine.get("cpu_capability") or "capability not recorded"]
+    if "threads" in machine:
+        parts.append(f"{machine['threads']} thread{'s' if machine['threads'] != 1 else ''}")
+    return ", ".join(parts)
 
 
 def check_same_setup(files: list[AnswerFile]) -> None:
@@ -295,7 +314,8 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
     ax.axhline(1.0, color="gray", linewidth=0.8)
     ax.set_xticks([b + 0.4 - width / 2 for b in range(len(benches))], benches)
     ax.set(ylabel="speedup vs vanilla (tokens/s ratio)", title="Speedup per benchmark")
-    ax.legend()
+    if methods:  # vanilla alone has nothing to compare
+        ax.legend()
     fig.tight_layout()
     paths.append(out_dir / "speedup.png")
     fig.savefig(paths[1], dpi=120)
@@ -316,6 +336,15 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
     return paths
+
+
+def machine_lines(files: list[AnswerFile]) -> list[str]:
+    """A line per file: its path and the machine of every run that wrote to it (the header's, then each resume's)."""
+    lines = []
+    for f in files:
+        labels = [machine_label(m) for m in f.machines]
+        lines.append(f"- {f.path}: {labels[0]}" + "".join(f"; resumed on {label}" for label in labels[1:]))
+    return lines
 
 
 def report(paths: list[str | Path], out_dir: str | Path) -> str:
@@ -340,11 +369,12 @@ def report(paths: list[str | Path], out_dir: str | Path) -> str:
         depth_table(rows), "",
         "## Lossless check (temperature 0)", "",
         *(lossless or ["not applicable (temperature > 0 or no vanilla answers)"]), "",
+        "## Machines (timings compare within a file)", "", *machine_lines(files), "",
     ])
     (out_dir / "summary.md").write_text(text, encoding="utf-8")
     write_csv(rows, out_dir / "summary.csv")
     plot(rows, out_dir)
-    resolved = {"answer_files": [{"path": str(f.path.resolve()), "header": f.header} for f in files],
+    resolved = {"answer_files": [{"path": str(f.path.resolve()), "header": f.header, "resumes": f.resumes} for f in files],
                 "rows": [{c: getattr(r, c) for c in COLUMNS} | {"depth_acceptance": depth_acceptance(r.accept_lengths)}
                          for r in rows]}
     (out_dir / "report_config.json").write_text(json.dumps(resolved, indent=2), encoding="utf-8")

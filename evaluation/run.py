@@ -26,7 +26,9 @@ wall_time covers the generate call (prefill included, tokenization excluded); ta
 prefill; accept_lengths has one entry per target forward after the prefill (tokens it added, bonus included).
 For hf / pld they are read off a forward hook that records the target's cache length at every call.
 Re-running with the same --out skips the questions already answered; a header from another configuration
-(anything but --questions / --warmup) is an error.
+(anything but --questions / --warmup) is an error. A resumed run first appends
+  {"record": "resume", "versions", "machine", "created"}
+so the machines behind every part of a file stay on record (the header names only the first).
 """
 from __future__ import annotations
 
@@ -411,6 +413,10 @@ def generate_answers(cfg: EvalConfig, plan: Plan) -> int:
                                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(header) + "\n", encoding="utf-8")
+    else:
+        with open(out, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"record": "resume", "versions": versions(), "machine": machine(cfg.device),
+                                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
     warm_prompt = torch.tensor([build_prompt(tokenizer, [{"role": "user", "content": todo[0][1].turns[0]}],
                                              cfg.template)], device=cfg.device)
     for m in cfg.methods:

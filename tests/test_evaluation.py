@@ -117,8 +117,16 @@ def test_resume_skips_answered_questions(models_dir, tmp_path):
     cfg = run.parse_args(quick_args(models_dir, out, "--methods", "vanilla", "--questions", "3"))
     assert run.evaluate(cfg) == 1
     records = [json.loads(x) for x in out.read_text().splitlines()[1:]]
-    assert [r["question_id"] for r in records] == [81, 82, 83] and records[0]["turns"][0]["text"] == "SENTINEL"
+    assert [r["record"] for r in records] == ["answer", "answer", "resume", "answer"]  # the resume is on record
+    assert records[2]["machine"] == run.machine("cpu") and "hass_commit" in records[2]["versions"]
+    answers = [r for r in records if r["record"] == "answer"]
+    assert [r["question_id"] for r in answers] == [81, 82, 83] and answers[0]["turns"][0]["text"] == "SENTINEL"
+    f = report.read_answer_file(out)
+    assert list(f.answers["vanilla"]) == [81, 82, 83] and len(f.machines) == 2
+    label = report.machine_label(run.machine("cpu"))
+    assert f"- {out}: {label}; resumed on {label}" in report.report([out], tmp_path / "report").splitlines()
     assert run.evaluate(cfg) == 0
+    assert len(report.read_answer_file(out).machines) == 2  # nothing left to answer: nothing appended
     with pytest.raises(ValueError, match="temperature"):
         run.evaluate(run.parse_args(quick_args(models_dir, out, "--methods", "vanilla", "--temperature", "1")))
 
@@ -246,8 +254,13 @@ def test_matrix_puts_every_setting_in_one_table(tmp_path, capsys):
     assert "| 2.000 / 1.00x (1 q) | 0 of 1 |" in rows["HASS", "60 / 6 / 10", "all", "0"]
     assert "| 1.333 / 0.50x (1 q) | not run | (sampling) |" in rows["HASS", "8 / 4 / 2", "all", "1"]
     assert rows["EAGLE2", "60 / 6 / 10", "all", "1"].count("not run") == 2
+    with open(folder / "gsm.jsonl", "a") as f:  # a resumed run names its machine
+        f.write(json.dumps({"record": "resume", "machine": {"cpu": "Other CPU", "threads": 1}}) + "\n")
     matrix.main([str(folder), "--questions", "2", "--out", str(tmp_path / "m.md")])
-    assert capsys.readouterr().out.startswith((tmp_path / "m.md").read_text()[:200])
+    written = (tmp_path / "m.md").read_text()
+    assert capsys.readouterr().out.startswith(written[:200])
+    assert f"- {folder / 'gsm.jsonl'}: unknown machine, capability not recorded; " \
+           f"resumed on Other CPU, capability not recorded, 1 thread" in written.splitlines()
 
 
 def test_matrix_refuses_one_setting_twice_and_empty_input(tmp_path):
