@@ -326,7 +326,7 @@ def machine(device: str) -> dict:
         cpu = names[0] if names else cpu
     info = {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "device": device,
             "platform": platform.platform(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "bf16_matmul_fast": bf16_is_fast(device)}  # the same "AMD EPYC" name covers CPUs with and without AMX
+            "bf16_matmul_fast": bf16_is_fast(device)}  # the same "AMD EPYC" name covers CPUs with and without AVX512-BF16
     if str(device).startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

@@ -6,7 +6,7 @@
 #
 #   bash scripts/demo.sh   # QUESTIONS=3 MAX_NEW_TOKENS=128 DTYPE=fp32 DRAFT_DTYPE=bf16 DRAFT=checkpoints/SmolLM2-135M-Instruct-HASS
 #   The target runs in DTYPE (fp32: exact); the draft in DRAFT_DTYPE (bf16: faster drafting on the 8 / 4 / 2 tree
-#   both on an AMX CPU and on an AVX2-only one, outputs/results/cycle_cost_avx2; same output).
+#   in the earlier runs and on an AVX2-only CPU, outputs/results/cycle_cost_avx2; same output).
 #   The tree defaults to 8 / 4 / 2, the fastest on a 2-core CPU in our sweep (README, Results); the paper's is
 #   TOTAL_TOKENS=60 DEPTH=6 TOP_K=10. The draft proposes from the DRAFT_VOCAB=16384 most frequent answer tokens
 #   (hass.draft_vocab: drafting costs half, the output is unchanged); DRAFT_VOCAB=all drafts over all 49,152.
