@@ -1,7 +1,7 @@
 """One table over many answer files: a row per (draft, tree, temperature), a column per benchmark.
 
     python -m evaluation.matrix outputs/results/side_by_side_t8_d4_k2 outputs/results/side_by_side_t60_d6_k10 \\
-        --questions 80 --out outputs/results/matrix.md
+        --questions 80 --out outputs/results/matrix.md --plot outputs/results/matrix.png
 
 Arguments are answer files or folders searched for ``*.jsonl`` answer files. Each cell is
 ``tau_total / speedup vs vanilla`` of one method in one file, computed exactly as ``evaluation.report`` does
@@ -145,6 +145,54 @@ def table(cells: dict[tuple[Setting, str], Cell], questions: int | None = None) 
     return "\n".join(lines)
 
 
+def plot(cells: dict[tuple[Setting, str], Cell], path: Path) -> Path:
+    """tau_total of every cell as grouped bars: a group per (tree, vocabulary, temperature, benchmark), a bar per
+    draft, each bar labelled with its speedup. Written to a temporary name, then renamed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    drafts = list(dict.fromkeys(s.draft for s, _ in cells if s.tree != "-"))
+    seen = set(b for _, b in cells)
+    benches = [b for b in BENCHMARKS if b in seen] + sorted(seen - set(BENCHMARKS))
+    groups = [(tree, vocab, t, b) for (tree, vocab), t in itertools.product(
+        dict.fromkeys((s.tree, s.vocab) for s, _ in cells if s.tree != "-"),
+        sorted({s.temperature for s, _ in cells})) for b in benches]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(groups) + 2), 4.5))
+    width = 0.8 / max(len(drafts), 1)
+    for i, draft in enumerate(drafts):
+        xs, taus, speeds = [], [], []
+        for g, (tree, vocab, t, b) in enumerate(groups):
+            c = cells.get((Setting(draft, tree, vocab, t), b))
+            if c is not None:
+                xs.append(g + i * width)
+                taus.append(c.tau)
+                speeds.append(f"{c.speedup:.2f}x" if c.speedup is not None else "")
+        bars = ax.bar(xs, taus, width, label=draft)
+        ax.bar_label(bars, speeds, fontsize=6, rotation=90, padding=2)
+    for g, (tree, vocab, t, b) in enumerate(groups):
+        if not any((Setting(d, tree, vocab, t), b) in cells for d in drafts):
+            ax.text(g + 0.4 - width / 2, 0.05, "not run", ha="center", fontsize=7, rotation=90, color="gray")
+    names = [f"{tree.replace(' ', '')}{'' if vocab == 'all' else f' V{vocab}'}\nT={t:g}\n{b}"
+             for tree, vocab, t, b in groups]
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], names, fontsize=7)
+    ax.axhline(1.0, color="gray", linewidth=0.8)
+    ax.set_xlim(-0.2 - width / 2, len(groups) - 0.2 + width / 2)
+    ax.set(ylabel="tau_total (tokens per target forward)",
+           title="tau per cell (bar labels: speedup vs vanilla in the same file)")
+    ax.set_ylim(0, max([c.tau for c in cells.values()] + [1.0]) * 1.25)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def sources(files: list[AnswerFile]) -> str:
     """The files behind the table, each with the machine of every run that wrote to it."""
     return "\n".join(["From (each file's machine; a resumed file names every run's):", *machine_lines(files)])
@@ -156,10 +204,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--questions", type=int, default=None,
                         help="the intended questions per benchmark; cells over fewer show their count")
     parser.add_argument("--out", default=None, help="also write the table here (markdown)")
+    parser.add_argument("--plot", default=None, help="also draw every cell's tau (and speedup) here (PNG)")
     args = parser.parse_args(argv)
     try:
         files = [read_answer_file(p) for p in answer_paths(args.paths)]
-        text = table(collect(files), args.questions)
+        cells = collect(files)
+        text = table(cells, args.questions)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
     legend = ("Each cell: tau_total (tokens per target forward) / speedup vs vanilla decoding in the same file."
@@ -171,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(out)
+    if args.plot:
+        plot(cells, args.plot)
     print(text)
 
 

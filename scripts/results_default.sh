@@ -12,7 +12,7 @@
 #      default BEST_TREE and the paper tree 60/6/10): both drafts, question by question, so the HASS / EAGLE-2
 #      speedups share the machine's load (HumanEval, GSM8K, MT-bench)
 #   6. HASS vs EAGLE-2 tau, paired over the questions both answered, with a bootstrap interval (evaluation.compare)
-#   7. one table of every side-by-side cell (evaluation.matrix -> outputs/results/matrix.md)
+#   7. one table of every side-by-side cell (evaluation.matrix -> outputs/results/matrix.md, matrix.png)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 q=${QUESTIONS:-3}
@@ -103,4 +103,4 @@ for tree in $side_trees; do
   IFS=/ read -r s_total s_depth s_top_k <<< "$tree"
   side_dirs+=("outputs/results/side_by_side_t${s_total}_d${s_depth}_k${s_top_k}")
 done
-python -m evaluation.matrix "${side_dirs[@]}" --questions "$q" --out outputs/results/matrix.md
+python -m evaluation.matrix "${side_dirs[@]}" --questions "$q" --out outputs/results/matrix.md --plot outputs/results/matrix.png

@@ -256,7 +256,8 @@ def test_matrix_puts_every_setting_in_one_table(tmp_path, capsys):
     assert rows["EAGLE2", "60 / 6 / 10", "all", "1"].count("not run") == 2
     with open(folder / "gsm.jsonl", "a") as f:  # a resumed run names its machine
         f.write(json.dumps({"record": "resume", "machine": {"cpu": "Other CPU", "threads": 1}}) + "\n")
-    matrix.main([str(folder), "--questions", "2", "--out", str(tmp_path / "m.md")])
+    matrix.main([str(folder), "--questions", "2", "--out", str(tmp_path / "m.md"), "--plot", str(tmp_path / "m.png")])
+    assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob("*.tmp*"))
     written = (tmp_path / "m.md").read_text()
     assert capsys.readouterr().out.startswith(written[:200])
     assert f"- {folder / 'gsm.jsonl'}: unknown machine, capability not recorded; " \
