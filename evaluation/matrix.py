@@ -105,11 +105,16 @@ def collect(files: list[AnswerFile]) -> dict[tuple[Setting, str], Cell]:
     return cells
 
 
+def benchmarks_of(cells: dict[tuple[Setting, str], Cell]) -> list[str]:
+    """The benchmarks with a cell: the usual ones in their usual order, then any others sorted."""
+    seen = {b for _, b in cells}
+    return [b for b in BENCHMARKS if b in seen] + sorted(seen - set(BENCHMARKS))
+
+
 def table(cells: dict[tuple[Setting, str], Cell], questions: int | None = None) -> str:
     """The markdown table: a row per draft x (tree, vocab) x temperature seen, a column per benchmark."""
     settings = [s for s, _ in cells]
-    seen = set(b for _, b in cells)
-    benches = [b for b in BENCHMARKS if b in seen] + sorted(seen - set(BENCHMARKS))
+    benches = benchmarks_of(cells)
     drafts = list(dict.fromkeys(s.draft for s in settings))
     trees = list(dict.fromkeys((s.tree, s.vocab) for s in settings if s.tree != "-"))
     temperatures = sorted({s.temperature for s in settings})
@@ -154,8 +159,7 @@ def plot(cells: dict[tuple[Setting, str], Cell], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     drafts = list(dict.fromkeys(s.draft for s, _ in cells if s.tree != "-"))
-    seen = set(b for _, b in cells)
-    benches = [b for b in BENCHMARKS if b in seen] + sorted(seen - set(BENCHMARKS))
+    benches = benchmarks_of(cells)
     groups = [(tree, vocab, t, b) for (tree, vocab), t in itertools.product(
         dict.fromkeys((s.tree, s.vocab) for s, _ in cells if s.tree != "-"),
         sorted({s.temperature for s, _ in cells})) for b in benches]

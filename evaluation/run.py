@@ -408,15 +408,13 @@ def generate_answers(cfg: EvalConfig, plan: Plan) -> int:
             makers[m] = lambda variant=variant, tree=v.tree: hass_runner(variant, cfg, eos, tree)
     runners = {m: makers[m]() for m in cfg.methods}
 
+    stamp = {"versions": versions(), "machine": machine(cfg.device), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if not plan.resume:
-        header = plan.header | {"eos_token_ids": eos, "versions": versions(), "machine": machine(cfg.device),
-                                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(header) + "\n", encoding="utf-8")
+        out.write_text(json.dumps(plan.header | {"eos_token_ids": eos} | stamp) + "\n", encoding="utf-8")
     else:
         with open(out, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"record": "resume", "versions": versions(), "machine": machine(cfg.device),
-                                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+            f.write(json.dumps({"record": "resume"} | stamp) + "\n")
     warm_prompt = torch.tensor([build_prompt(tokenizer, [{"role": "user", "content": todo[0][1].turns[0]}],
                                              cfg.template)], device=cfg.device)
     for m in cfg.methods:
