@@ -16,6 +16,8 @@ import random
 import sys
 from pathlib import Path
 
+from hass.files import atomic_write_text
+
 from .report import read_answer_file
 
 BOOTSTRAP = 2000
@@ -79,12 +81,8 @@ def main(argv: list[str] | None = None) -> None:
           f"higher per-question tau: {name_a} on {result['a_higher']}, {name_b} on {result['b_higher']}, "
           f"equal on {result['ties']}")
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps({"a": vars(args)["a"], "b": vars(args)["b"], "seed": args.seed, **result},
-                                  indent=2) + "\n")
-        tmp.replace(out)
+        atomic_write_text(args.out, json.dumps({"a": vars(args)["a"], "b": vars(args)["b"], "seed": args.seed,
+                                                **result}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

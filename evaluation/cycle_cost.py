@@ -22,17 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 from transformers import AutoConfig
 
 from hass import DraftModel, HassModel, TreeConfig, hf
 from hass.draft_vocab import draft_vocab_from
+from hass.files import atomic_write_text
 from hass.generation import draft_projections, expand_tree
 from hass.precision import bf16_is_fast, resolve_dtype_name
 
@@ -193,11 +192,7 @@ def main(argv: list[str] | None = None) -> None:
                           "bf16_matmul_fast": bf16_is_fast()}
     print(table(result))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, out)
+        out = atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
         print(f"wrote {out}", file=sys.stderr)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from evaluation.benchmarks import BENCHMARKS
 from evaluation.report import FORMAT, AnswerFile, divergences, file_rows, machine_lines, read_answer_file
 from evaluation.run import _overrides
+from hass.files import atomic_path, atomic_write_text
 
 BASELINES = ("vanilla",)
 
@@ -188,13 +189,12 @@ def plot(cells: dict[tuple[Setting, str], Cell], path: Path) -> Path:
     ax.set_ylim(0, max([c.tau for c in cells.values()] + [1.0]) * 1.25)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 def sources(files: list[AnswerFile]) -> str:
@@ -220,11 +220,7 @@ def main(argv: list[str] | None = None) -> None:
               + (f" Cells over fewer than {args.questions} questions show their count." if args.questions else ""))
     text = f"{text}\n\n{legend}\n\n{sources(files)}\n"
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out)
+        atomic_write_text(args.out, text)
     if args.plot:
         plot(cells, args.plot)
     print(text)

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
 
+from hass.files import atomic_path, atomic_write_text
+
 FORMAT = "hass-answers/1"
 # Answer files whose configs differ in one of these cannot share a table: their numbers do not compare.
 COMPARED_KEYS = ("base", "dtype", "device", "temperature", "max_new_tokens")
@@ -265,7 +267,7 @@ def markdown_table(rows: list[Row]) -> str:
 
 
 def write_csv(rows: list[Row], path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
         writer.writerows([[getattr(r, c) if getattr(r, c) is not None else "" for c in COLUMNS] for r in rows])
@@ -275,6 +277,17 @@ def plot_scope(rows: list[Row]) -> str:
     """What the pooled plots cover, for their titles: the one benchmark's name, or how many were pooled."""
     names = list(dict.fromkeys(r.bench for r in rows if r.bench != "mean"))
     return names[0] if len(names) == 1 else f"{len(names)} benchmarks pooled"
+
+
+def _save(fig, path: Path) -> None:
+    """Save ``fig`` as a PNG at ``path`` (atomically) and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def plot(rows: list[Row], out_dir: Path) -> list[Path]:
@@ -301,8 +314,7 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
     ax.legend()
     fig.tight_layout()
     paths = [out_dir / "accept_lengths.png"]
-    fig.savefig(paths[0], dpi=120)
-    plt.close(fig)
+    _save(fig, paths[0])
 
     benches = list(dict.fromkeys(r.bench for r in rows))
     methods = [m for m in dict.fromkeys(r.method for r in rows) if m != "vanilla"]
@@ -318,8 +330,7 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
         ax.legend()
     fig.tight_layout()
     paths.append(out_dir / "speedup.png")
-    fig.savefig(paths[1], dpi=120)
-    plt.close(fig)
+    _save(fig, paths[1])
 
     rates = {m: depth_acceptance(list(counts.elements())) for m, counts in lengths.items() if m != "vanilla"}
     rates = {m: r for m, r in rates.items() if r}
@@ -333,8 +344,7 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
         ax.legend()
         fig.tight_layout()
         paths.append(out_dir / "depth_acceptance.png")
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        _save(fig, paths[-1])
     return paths
 
 
@@ -371,13 +381,13 @@ def report(paths: list[str | Path], out_dir: str | Path) -> str:
         *(lossless or ["not applicable (temperature > 0 or no vanilla answers)"]), "",
         "## Machines (timings compare within a file)", "", *machine_lines(files), "",
     ])
-    (out_dir / "summary.md").write_text(text, encoding="utf-8")
+    atomic_write_text(out_dir / "summary.md", text)
     write_csv(rows, out_dir / "summary.csv")
     plot(rows, out_dir)
     resolved = {"answer_files": [{"path": str(f.path.resolve()), "header": f.header, "resumes": f.resumes} for f in files],
                 "rows": [{c: getattr(r, c) for c in COLUMNS} | {"depth_acceptance": depth_acceptance(r.accept_lengths)}
                          for r in rows]}
-    (out_dir / "report_config.json").write_text(json.dumps(resolved, indent=2), encoding="utf-8")
+    atomic_write_text(out_dir / "report_config.json", json.dumps(resolved, indent=2))
     print(text)
     return text
 

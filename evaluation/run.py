@@ -26,9 +26,13 @@ wall_time covers the generate call (prefill included, tokenization excluded); ta
 prefill; accept_lengths has one entry per target forward after the prefill (tokens it added, bonus included).
 For hf / pld they are read off a forward hook that records the target's cache length at every call.
 Re-running with the same --out skips the questions already answered; a header from another configuration
-(anything but --questions / --warmup) is an error. A resumed run first appends
+(anything but --questions / --first-question / --warmup) is an error. A resumed run first appends
   {"record": "resume", "versions", "machine", "created"}
 so the machines behind every part of a file stay on record (the header names only the first).
+
+One set in parts: ``--first-question M --questions N`` answers questions M+1 .. N of the set (0-based indices
+M .. N-1; seeds depend on the index in the set, so a part's answers equal the whole run's). Run the parts on
+several machines or processes, each with its own --out, and join them with ``python -m evaluation.merge``.
 """
 from __future__ import annotations
 
@@ -61,7 +65,7 @@ from .report import FORMAT, read_answer_file
 METHODS = ("hass", "vanilla", "hf", "pld")
 DTYPES = DTYPE_NAMES  # bf16 | fp16 | fp32 -> torch dtype
 PLD_NUM_TOKENS = 10
-RESUME_IGNORES = ("questions", "warmup", "out")  # they decide how much is done, not what an answer is
+RESUME_IGNORES = ("questions", "first_question", "warmup", "out")  # they decide how much is done, not what an answer is
 QUICK = {"questions": 3, "max_new_tokens": 32, "warmup": 1}
 
 
@@ -127,6 +131,7 @@ class EvalConfig:
     device: str = "cpu"
     seed: int = 0
     questions: int | None = None  # the first N questions; None = all
+    first_question: int = 0  # skip the questions before this 0-based index (one part of a set; see evaluation.merge)
     full: bool = False  # HumanEval 164 / GSM8K 1,319 instead of the 80-question EAGLE sets
     warmup: int = 2
     template: str = "chat"
@@ -152,6 +157,9 @@ class EvalConfig:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.warmup < 0 or (self.questions is not None and self.questions < 1):
             raise ValueError("warmup must be >= 0 and questions >= 1")
+        if self.first_question < 0 or (self.questions is not None and self.first_question >= self.questions):
+            raise ValueError(f"first question {self.first_question} must be >= 0 and below --questions "
+                             f"({self.questions}): the part would be empty")
         if not (Path(self.base) / "config.json").is_file():
             raise FileNotFoundError(f"target model folder {self.base!r} does not exist or has no config.json")
         if "hass" in self.methods and not (self.draft and Path(self.draft).is_dir()):
@@ -362,10 +370,14 @@ class Plan:
 def plan(cfg: EvalConfig) -> Plan:
     questions, question_file = load_questions(cfg.bench, cfg.full, cfg.question_file)
     questions = questions[: cfg.questions]
+    if cfg.first_question >= len(questions):
+        raise ValueError(f"first question {cfg.first_question} is past the end of {cfg.bench} "
+                         f"({len(questions)} questions)")
     header = {"record": "header", "format": FORMAT, "config": asdict(cfg),
               "question_file": str(question_file.resolve()), "question_file_sha256": file_sha256(question_file)}
     done = check_resume(Path(cfg.out), header)
-    todo = [(i, q) for i, q in enumerate(questions) if any((q.question_id, m) not in done for m in cfg.methods)]
+    todo = [(i, q) for i, q in enumerate(questions)
+            if i >= cfg.first_question and any((q.question_id, m) not in done for m in cfg.methods)]
     try:  # the template must work with this tokenizer: check it now
         tokenizer = AutoTokenizer.from_pretrained(cfg.base)
     except (OSError, ValueError) as e:
@@ -458,6 +470,9 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--questions", type=int, default=None, help="only the first N questions (default all)")
+    p.add_argument("--first-question", type=int, default=0,
+                   help="skip the questions before this 0-based index: answer one part of a set, to be joined "
+                        "with the other parts by `python -m evaluation.merge` (default 0)")
     p.add_argument("--full", action="store_true", help="HumanEval 164 / GSM8K 1,319 instead of the 80-sets")
     p.add_argument("--quick", action="store_true", help="smoke test: 3 questions, 32 new tokens, 1 warm-up")
     p.add_argument("--warmup", type=int, default=None, help="warm-up generations per method (default 2)")
@@ -475,7 +490,7 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
             methods=split_methods(args.methods),
             temperature=args.temperature, total_tokens=args.total_tokens, depth=args.depth, top_k=args.top_k,
             dtype=args.dtype, draft_dtype=args.draft_dtype, draft_vocab_size=args.draft_vocab, device=args.device, seed=args.seed, full=args.full,
-            template=args.template,
+            first_question=args.first_question, template=args.template,
             question_file=args.question_file, **resolved,
         )
     except (ValueError, FileNotFoundError) as e:

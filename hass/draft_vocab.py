@@ -13,7 +13,6 @@ by ``python -m train.token_counts``; the size N is chosen when loading:
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -21,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
+from .files import atomic_path
 
 COUNTS_FILE = "token_counts.safetensors"
 
@@ -47,15 +47,9 @@ def save_token_counts(folder: str | os.PathLike, counts: torch.Tensor, source: s
     if counts.dim() != 1 or counts.dtype != torch.long or bool((counts < 0).any()):
         raise ValueError("token counts must be a 1-D int64 tensor of non-negative counts")
     path = folder / COUNTS_FILE
-    fd, tmp = tempfile.mkstemp(prefix=f".{COUNTS_FILE}.", dir=folder)
-    os.close(fd)
-    try:
-        save_file({"counts": counts.contiguous()}, tmp, metadata={"source": source, "total": str(int(counts.sum()))})
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep other users from reading a shared draft
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file({"counts": counts.contiguous()}, str(tmp),
+                  metadata={"source": source, "total": str(int(counts.sum()))})
     return path
 
 

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 import hass
-from evaluation import benchmarks, matrix, report, run
+from evaluation import benchmarks, matrix, merge, report, run
 from hass.draft_vocab import save_token_counts
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -129,6 +129,37 @@ def test_resume_skips_answered_questions(models_dir, tmp_path):
     assert len(report.read_answer_file(out).machines) == 2  # nothing left to answer: nothing appended
     with pytest.raises(ValueError, match="temperature"):
         run.evaluate(run.parse_args(quick_args(models_dir, out, "--methods", "vanilla", "--temperature", "1")))
+
+
+
+@needs_data
+def test_a_set_answered_in_parts_merges_into_the_whole_run(models_dir, tmp_path, capsys):
+    """Sampling (T = 1) seeds by the question's index in the set, so parts answer exactly as one run does."""
+    common = ("--methods", "hass,vanilla", "--temperature", "1")
+    whole, a, b, joined = (tmp_path / f"{n}.jsonl" for n in ("whole", "a", "b", "joined"))
+    assert run.evaluate(run.parse_args(quick_args(models_dir, whole, *common, "--questions", "3"))) == 3
+    assert run.evaluate(run.parse_args(quick_args(models_dir, a, *common, "--questions", "1"))) == 1
+    assert run.evaluate(run.parse_args(quick_args(models_dir, b, *common, "--first-question", "1"))) == 2
+    merge.main([str(a), str(b), "--out", str(joined)])
+    assert "2 parts, 6 answers, 3 questions answered by every method" in capsys.readouterr().out
+    full, parts = report.read_answer_file(whole), report.read_answer_file(joined)
+    assert parts.question_ids() == [81, 82, 83]
+    for m in ("hass", "vanilla"):
+        for q in (81, 82, 83):
+            assert [t["token_ids"] for t in parts.answers[m][q]["turns"]] == \
+                   [t["token_ids"] for t in full.answers[m][q]["turns"]]
+    assert len(parts.machines) == 2 and parts.resumes[0]["merged_from"] == str(b)
+    assert run.evaluate(run.parse_args(quick_args(models_dir, joined, *common, "--questions", "3"))) == 0  # resumable
+    with pytest.raises(ValueError, match="answered in both"):
+        merge.merge([whole, b], tmp_path / "x.jsonl")
+    other = write_answers(tmp_path / "other.jsonl", "mt_bench", {}, temperature=0.0)
+    with pytest.raises(ValueError, match="not one configuration"):
+        merge.merge([a, other], tmp_path / "x.jsonl")
+    with pytest.raises(SystemExit):
+        merge.main([str(a), str(a), "--out", str(tmp_path / "x.jsonl")])
+    assert not (tmp_path / "x.jsonl").exists()  # refused before writing
+    with pytest.raises(SystemExit):  # an empty part is refused before any model loads
+        run.parse_args(quick_args(models_dir, tmp_path / "y.jsonl", "--first-question", "3", "--questions", "3"))
 
 
 # ---------------------------------------------------------------- report arithmetic

@@ -18,7 +18,6 @@ templates (`fschat`), the prompts of the Vicuna and LLaMA2-chat runs of the EAGL
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 from collections.abc import Iterable, Iterator
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
+
+from hass.files import atomic_path
 
 PREPARED_FORMAT = "hass-prepared-v1"
 TEMPLATES = ("chat", "vicuna", "llama-2")
@@ -288,18 +289,10 @@ def write_prepared(path: str | Path, header: dict, samples: list[dict]) -> None:
     Written to a temporary sibling and renamed, so a reader never sees a half-written file."""
     path = Path(path)
     header = {"format": PREPARED_FORMAT, **header, "n_records": len(samples)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(json.dumps(header) + "\n")
-            for s in samples:
-                f.write(json.dumps({"id": s["id"], "input_ids": s["input_ids"],
-                                    "loss_mask": s["loss_mask"]}) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
+        f.write(json.dumps(header) + "\n")
+        for s in samples:
+            f.write(json.dumps({"id": s["id"], "input_ids": s["input_ids"], "loss_mask": s["loss_mask"]}) + "\n")
 
 
 def read_prepared(path: str | Path) -> tuple[dict, list[dict]]:

@@ -33,6 +33,8 @@ from torch import nn
 from tqdm import tqdm
 from transformers import PretrainedConfig
 
+from hass.files import atomic_path, atomic_write_text
+
 FORMAT = "hass-features-v1"
 INDEX = "index.json"
 # Config keys that change with how a model was loaded or saved, not with what it computes.
@@ -103,7 +105,7 @@ def write_features(
             raise FeatureStoreError(f"{folder} already holds features of another target, data file or shard size "
                                     f"(target {old.get('target')}); use a new folder or delete this one")
     else:
-        _atomic_write_text(index_path, json.dumps(index) + "\n")
+        atomic_write_text(index_path, json.dumps(index) + "\n")
 
     todo = [s for s in index["shards"] if not (folder / s["file"]).exists()]
     bytes_per_token = hidden * torch.empty((), dtype=dtype).element_size()
@@ -124,9 +126,8 @@ def write_features(
             f = compute_features(target, ids, torch.ones_like(ids))[0]  # (T, h)
             tensors[str(i)] = f.to(dtype).cpu().contiguous()
             bar.update()
-        tmp = folder / f".{shard['file']}.tmp"
-        save_file(tensors, str(tmp), metadata={"format": FORMAT})
-        os.replace(tmp, folder / shard["file"])
+        with atomic_path(folder / shard["file"]) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": FORMAT})
     bar.close()
     return folder
 
@@ -172,12 +173,6 @@ class FeatureStore:
         if length is None:
             return handle.get_tensor(str(index))
         return handle.get_slice(str(index))[:length]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> None:

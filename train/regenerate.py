@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import time
@@ -32,6 +31,7 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from evaluation import run
+from hass.files import atomic_write_text
 from train.data import TEMPLATES, Dialogue, encode_prompt, read_dialogues
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -65,9 +65,7 @@ def check_settings(out: Path, settings: dict) -> None:
         diff = [f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now" for k in mine if mine.get(k) != theirs.get(k)]
         if diff:
             raise ValueError(f"{out} was written with other settings ({'; '.join(diff)}); use another --out")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(settings, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
 
 
 @torch.inference_mode()

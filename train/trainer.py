@@ -29,6 +29,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from hass.alignment import hca_losses
 from hass.draft import DraftModel
+from hass.files import atomic_path, atomic_write_text
 from hass.losses import feature_noise
 from train.config import DTYPES, TrainConfig, load_config
 from train.data import read_prepared, split_train_eval
@@ -246,7 +247,7 @@ class Run:
         self.step = state["step"]
         if self.rank == 0 and self.log_path.exists():  # drop log lines of steps this run will redo
             lines = [ln for ln in self.log_path.read_text().splitlines() if json.loads(ln)["step"] <= self.step]
-            self.log_path.write_text("".join(ln + "\n" for ln in lines))
+            atomic_write_text(self.log_path, "".join(ln + "\n" for ln in lines))
 
     def log(self, record: dict) -> None:
         if self.rank == 0:
@@ -329,8 +330,11 @@ def plot_curves(log_path: Path, png_path: Path) -> None:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_path(png_path) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------ set-up

@@ -1,0 +1,46 @@
+"""Writing a file so that a reader sees either the old file or the complete new one, never half of it.
+
+``atomic_path`` hands out a hidden temporary sibling of the destination (same folder, so the final rename
+is atomic; same suffix, so tools that choose a format by the name, like matplotlib's ``savefig``, still
+do); when the block ends it renames the temporary onto the destination, and when the block raises it
+deletes the temporary and leaves the destination as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["atomic_path", "atomic_write_text"]
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to fill; on success it replaces ``path``, on error it is removed.
+
+    The parent folder is created if missing. Example::
+
+        with atomic_path("out/plot.png") as tmp:
+            fig.savefig(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"nothing was written to the temporary file for {path}")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
