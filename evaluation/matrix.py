@@ -25,7 +25,7 @@ from pathlib import Path
 from evaluation.benchmarks import BENCHMARKS
 from evaluation.report import FORMAT, AnswerFile, divergences, file_rows, machine_lines, read_answer_file
 from evaluation.run import _overrides
-from hass.files import atomic_path, atomic_write_text
+from hass.files import atomic_write_text, save_figure
 
 BASELINES = ("vanilla",)
 
@@ -189,12 +189,7 @@ def plot(cells: dict[tuple[Setting, str], Cell], path: Path) -> Path:
     ax.set_ylim(0, max([c.tau for c in cells.values()] + [1.0]) * 1.25)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120)
-    finally:
-        plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)
 
 
 def sources(files: list[AnswerFile]) -> str:

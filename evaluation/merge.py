@@ -24,10 +24,8 @@ from pathlib import Path
 from hass.files import atomic_write_text
 
 from .report import FORMAT, read_answer_file
-from .run import RESUME_IGNORES
+from .run import header_differences
 
-# What must agree besides the config: the same questions, tokenised answers cut at the same end tokens.
-HEADER_KEYS = ("question_file_sha256", "eos_token_ids")
 
 
 def _records(path: Path) -> list[dict]:
@@ -41,14 +39,12 @@ def check_parts(paths: list[Path]) -> None:
         raise ValueError("a part is given twice")
     parts = [read_answer_file(p) for p in paths]  # also checks each is a hass-answers file
     first = parts[0]
-    mine = {k: v for k, v in first.header["config"].items() if k not in RESUME_IGNORES}
     seen: dict[tuple, Path] = {}
     for part in parts:
-        theirs = {k: v for k, v in part.header["config"].items() if k not in RESUME_IGNORES}
-        diff = [f"{k}: {mine.get(k)!r} in {first.path}, {theirs.get(k)!r} in {part.path}"
-                for k in sorted(mine.keys() | theirs.keys()) if mine.get(k) != theirs.get(k)]
-        diff += [f"{k} differs between {first.path} and {part.path}"
-                 for k in HEADER_KEYS if first.header.get(k) != part.header.get(k)]
+        diff = [f"{k}: {a!r} in {first.path}, {b!r} in {part.path}"
+                for k, a, b in header_differences(first.header, part.header)]
+        if first.header.get("eos_token_ids") != part.header.get("eos_token_ids"):  # answers cut at other ends
+            diff.append(f"eos_token_ids differ between {first.path} and {part.path}")
         if diff:
             raise ValueError(f"the parts are not one configuration ({'; '.join(diff)})")
         for method, answers in part.answers.items():

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
 
-from hass.files import atomic_path, atomic_write_text
+from hass.files import atomic_path, atomic_write_text, save_figure
 
 FORMAT = "hass-answers/1"
 # Answer files whose configs differ in one of these cannot share a table: their numbers do not compare.
@@ -279,17 +279,6 @@ def plot_scope(rows: list[Row]) -> str:
     return names[0] if len(names) == 1 else f"{len(names)} benchmarks pooled"
 
 
-def _save(fig, path: Path) -> None:
-    """Save ``fig`` as a PNG at ``path`` (atomically) and close it."""
-    import matplotlib.pyplot as plt
-
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120)
-    finally:
-        plt.close(fig)
-
-
 def plot(rows: list[Row], out_dir: Path) -> list[Path]:
     """accept_lengths.png (histogram per method over the benchmarks read), speedup.png (per benchmark) and
     depth_acceptance.png (per method with accepted drafts, over the benchmarks read)."""
@@ -314,7 +303,7 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
     ax.legend()
     fig.tight_layout()
     paths = [out_dir / "accept_lengths.png"]
-    _save(fig, paths[0])
+    save_figure(fig, paths[0], dpi=120)
 
     benches = list(dict.fromkeys(r.bench for r in rows))
     methods = [m for m in dict.fromkeys(r.method for r in rows) if m != "vanilla"]
@@ -330,7 +319,7 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
         ax.legend()
     fig.tight_layout()
     paths.append(out_dir / "speedup.png")
-    _save(fig, paths[1])
+    save_figure(fig, paths[1], dpi=120)
 
     rates = {m: depth_acceptance(list(counts.elements())) for m, counts in lengths.items() if m != "vanilla"}
     rates = {m: r for m, r in rates.items() if r}
@@ -344,7 +333,7 @@ def plot(rows: list[Row], out_dir: Path) -> list[Path]:
         ax.legend()
         fig.tight_layout()
         paths.append(out_dir / "depth_acceptance.png")
-        _save(fig, paths[-1])
+        save_figure(fig, paths[-1], dpi=120)
     return paths
 
 

@@ -340,6 +340,17 @@ def machine(device: str) -> dict:
     return info
 
 
+def header_differences(a: dict, b: dict) -> list[tuple[str, object, object]]:
+    """(key, value in a, value in b) wherever two answer-file headers differ in what an answer is: their
+    configurations (all but RESUME_IGNORES) and their question files."""
+    def what(header: dict) -> dict:
+        config = json.loads(json.dumps(header["config"]))  # tuples -> lists, as a file holds them
+        return {k: v for k, v in config.items() if k not in RESUME_IGNORES} | {
+            "question_file_sha256": header.get("question_file_sha256")}
+    wa, wb = what(a), what(b)
+    return [(k, wa.get(k), wb.get(k)) for k in sorted(wa.keys() | wb.keys()) if wa.get(k) != wb.get(k)]
+
+
 def check_resume(out: Path, header: dict) -> set:
     """(question_id, method) pairs already in ``out``; refuses a file written under another configuration."""
     if not out.is_file() or out.stat().st_size == 0:
@@ -347,11 +358,7 @@ def check_resume(out: Path, header: dict) -> set:
     old = read_answer_file(out)
     if not old.answers:  # a header alone (a run that stopped before its first answer) is rewritten
         return set()
-    mine = {k: v for k, v in json.loads(json.dumps(header["config"])).items() if k not in RESUME_IGNORES}
-    theirs = {k: v for k, v in old.header["config"].items() if k not in RESUME_IGNORES}
-    theirs["question_file_sha256"] = old.header.get("question_file_sha256")
-    mine["question_file_sha256"] = header["question_file_sha256"]
-    diff = [f"{k}: {theirs.get(k)!r} in the file, {mine.get(k)!r} now" for k in mine if mine.get(k) != theirs.get(k)]
+    diff = [f"{k}: {theirs!r} in the file, {mine!r} now" for k, theirs, mine in header_differences(old.header, header)]
     if diff:
         raise ValueError(f"{out} was written with another configuration ({'; '.join(diff)}); "
                          f"use another --out or delete the file")

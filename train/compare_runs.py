@@ -16,7 +16,7 @@ import re
 import sys
 from pathlib import Path
 
-from hass.files import atomic_path
+from hass.files import save_figure
 
 
 def read_evals(run: Path) -> list[tuple[str, list[dict]]]:
@@ -66,11 +66,7 @@ def plot(runs: dict[str, Path], out: Path) -> list[str]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-    finally:
-        plt.close(fig)
+    save_figure(fig, out, dpi=110, format="png")
     return lines
 
 

@@ -29,7 +29,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from hass.alignment import hca_losses
 from hass.draft import DraftModel
-from hass.files import atomic_path, atomic_write_text
+from hass.files import atomic_write_text, save_figure
 from hass.losses import feature_noise
 from train.config import DTYPES, TrainConfig, load_config
 from train.data import read_prepared, split_train_eval
@@ -330,11 +330,7 @@ def plot_curves(log_path: Path, png_path: Path) -> None:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    try:
-        with atomic_path(png_path) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    save_figure(fig, png_path, dpi=100)
 
 
 # ------------------------------------------------------------------------------------------ set-up
