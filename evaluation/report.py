@@ -189,12 +189,14 @@ def mean_rows(rows: list[Row]) -> list[Row]:
     return out
 
 
-def depth_acceptance(accept_lengths: list[int]) -> list[float | None]:
-    """P(accepted >= d | accepted >= d - 1) for d = 1 .. the longest acceptance (accepted = length - 1)."""
+def depth_acceptance(accept_lengths: list[int], depth: int | None = None) -> list[float | None]:
+    """P(accepted >= d | accepted >= d - 1) for d = 1 .. ``depth`` (default: the longest acceptance), where
+    accepted = length - 1. A depth that some forward reached but none passed is 0.0; one that no forward
+    reached is None (no data, not a zero rate)."""
     accepted = [a - 1 for a in accept_lengths]
-    deepest = max(accepted, default=0)
-    at_least = [sum(k >= d for k in accepted) for d in range(deepest + 1)]
-    return [at_least[d] / at_least[d - 1] if at_least[d - 1] else None for d in range(1, deepest + 1)]
+    depth = max(accepted, default=0) if depth is None else depth
+    at_least = [sum(k >= d for k in accepted) for d in range(depth + 1)]
+    return [at_least[d] / at_least[d - 1] if at_least[d - 1] else None for d in range(1, depth + 1)]
 
 
 def depth_table(rows: list[Row]) -> str:
@@ -202,12 +204,12 @@ def depth_table(rows: list[Row]) -> str:
     drafting = [r for r in rows if r.method != "vanilla" and any(a > 1 for a in r.accept_lengths)]
     if not drafting:
         return "no drafted token was accepted"
-    rates = {(r.bench, r.method): depth_acceptance(r.accept_lengths) for r in drafting}
-    depth = max(len(v) for v in rates.values())
+    depth = max(max(r.accept_lengths) - 1 for r in drafting)
+    rates = {(r.bench, r.method): depth_acceptance(r.accept_lengths, depth) for r in drafting}
     lines = ["| benchmark | method | forwards | " + " | ".join(f"d={d}" for d in range(1, depth + 1)) + " |",
              "|" + "---|" * (3 + depth)]
     for r in drafting:
-        cells = rates[r.bench, r.method] + [None] * (depth - len(rates[r.bench, r.method]))
+        cells = rates[r.bench, r.method]
         lines.append(f"| {r.bench} | {r.method} | {len(r.accept_lengths)} | " + " | ".join(map(_cell, cells)) + " |")
     return "\n".join(lines)
 

@@ -227,6 +227,10 @@ def test_depth_acceptance_is_conditional_on_the_depth_before():
         assert running == pytest.approx(sum(a - 1 >= d for a in lengths) / len(lengths))
     assert sum(math.prod(rates[:d]) for d in range(1, 5)) == pytest.approx(mean(lengths) - 1)
     assert report.depth_acceptance([1, 1]) == [] and report.depth_acceptance([]) == []
+    # asked deeper than any acceptance: the first depth reached but never passed is a measured 0, beyond it no data
+    deeper = report.depth_acceptance(lengths, 6)
+    assert deeper[:5] == pytest.approx(rates + [0.0]) and deeper[5] is None
+    assert report.depth_acceptance([1, 1], 2) == [0.0, None]
 
 
 def test_report_writes_tables_and_plots(tmp_path, capsys):
