@@ -36,10 +36,14 @@ if [[ " $* " != *" --question-file"* ]]; then
     if [[ " $* " == *" --full "* ]]; then
         full=(--full)
     fi
-    "$PYTHON" -m evaluation.benchmarks "$benches" "${full[@]}" > /dev/null
+    if ! found="$("$PYTHON" -m evaluation.benchmarks "$benches" "${full[@]}" 2>&1 > /dev/null)"; then
+        echo "$found" >&2
+        exit 1
+    fi
 fi
 
-model="$("$PYTHON" -c 'import sys; from hass.zoo import ensure_target; print(ensure_target(sys.argv[1]))' "$target")"
+# the path is the last line: a library imported while converting (deepspeed) may print to stdout first
+model="$("$PYTHON" -c 'import sys; from hass.zoo import ensure_target; print(ensure_target(sys.argv[1]))' "$target" | tail -n 1)"
 run_dir="${OUT:-outputs/eval}/$(basename "$model")__$(basename "$draft")"
 if [[ " $* " == *" --quick "* ]]; then
     run_dir="${run_dir}_quick"  # quick answers never resume into (and clash with) a full run's files

@@ -15,8 +15,8 @@ target="${1:-SmolLM2-135M-Instruct}"
 n="${2:-all}"
 shift $(( $# < 2 ? $# : 2 ))
 
-data="$("$PYTHON" -c 'from hass.zoo import ensure_sharegpt; print(ensure_sharegpt())')"
-model="$("$PYTHON" -c 'import sys; from hass.zoo import ensure_target; print(ensure_target(sys.argv[1]))' "$target")"
+data="$("$PYTHON" -c 'from hass.zoo import ensure_sharegpt; print(ensure_sharegpt())' | tail -n 1)"
+model="$("$PYTHON" -c 'import sys; from hass.zoo import ensure_target; print(ensure_target(sys.argv[1]))' "$target" | tail -n 1)"
 limit=()
 if [[ "$n" != all ]]; then
     limit=(--max-records "$n")

@@ -22,7 +22,7 @@ vocab=${DRAFT_VOCAB:-16384}
 vocab_sizes=${SWEEP_VOCABS:-"8192 16384 32768"}
 common=(--max-new-tokens 128 --dtype fp32 --draft-dtype bf16 --warmup 1)
 mkdir -p outputs/results
-target=$(python -c 'from hass.zoo import ensure_smollm2; print(ensure_smollm2())')
+target=$(python -c 'from hass.zoo import ensure_smollm2; print(ensure_smollm2())' | tail -n 1)
 hass_draft=checkpoints/SmolLM2-135M-Instruct-HASS
 
 python -m evaluation.cycle_cost --base "$target" --draft "$hass_draft" --dtype fp32 --draft-dtype bf16 \

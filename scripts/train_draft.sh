@@ -16,11 +16,11 @@ target=$1 kind=$2
 shift 2
 case $kind in hass|eagle2) ;; *) echo "KIND must be hass or eagle2, got '$kind'" >&2; exit 2 ;; esac
 
-target_dir=$(python -c 'import sys; from hass.zoo import ensure_target; print(ensure_target(sys.argv[1]))' "$target")
+target_dir=$(python -c 'import sys; from hass.zoo import ensure_target; print(ensure_target(sys.argv[1]))' "$target" | tail -n 1)
 name=$(basename "$target_dir")
 data=${DATA:-data/${name}_sharegpt.jsonl}
 if [ ! -f "$data" ]; then
-  sharegpt=$(python -c 'from hass.zoo import ensure_sharegpt; print(ensure_sharegpt())')
+  sharegpt=$(python -c 'from hass.zoo import ensure_sharegpt; print(ensure_sharegpt())' | tail -n 1)
   python -m train.prepare_data --data "$sharegpt" --tokenizer "$target_dir" --template chat \
     --max-records "${MAX_RECORDS:-2000}" --out "$data"
 fi
