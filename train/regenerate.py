@@ -5,7 +5,7 @@
     python -m train.prepare_data --data data/regenerated.jsonl --tokenizer path/to/target --out data/X.jsonl
 
 A draft predicts the target, and at decoding time it drafts after the target's OWN answers. ShareGPT's fixed
-answers (ChatGPT's, REFERENCE.md section 4) are another model's text; a small target writes differently, so
+answers (ChatGPT's, docs/METHOD.md section 4) are another model's text; a small target writes differently, so
 training on its own answers puts the draft in the contexts it meets when decoding. This is an option beside
 the paper's recipe, not part of it.
 
@@ -25,13 +25,15 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from evaluation import run
 from hass.files import atomic_write_text
+from train.continuous import ContinuousBatcher
 from train.data import TEMPLATES, Dialogue, encode_prompt, read_dialogues
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -68,66 +70,94 @@ def check_settings(out: Path, settings: dict) -> None:
     atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
 
 
-@torch.inference_mode()
-def answer_batch(target, tokenizer, histories: list[list[dict]], template: str, gen_cfg: GenerationConfig,
-                 eos: set[int]) -> list[str]:
-    """The target's answer to each history (a list of messages ending with a user turn), batched."""
-    prompts = [encode_prompt(h, template, tokenizer) for h in histories]
-    width = max(len(p) for p in prompts)
-    pad = gen_cfg.pad_token_id
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    out = target.generate(ids, attention_mask=mask, generation_config=gen_cfg)
-    answers = []
-    for row in out[:, width:].tolist():
-        cut = next((i for i, tok in enumerate(row) if tok in eos), len(row))
-        answers.append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
-    return answers
+def loops(tokens: list[int], tail: int = 96, max_period: int = 48) -> bool:
+    """Whether an answer ends in a loop: its last ``tail`` tokens repeat with some period <= ``max_period``."""
+    if len(tokens) < tail:
+        return False
+    end = tokens[-tail:]
+    return any(all(end[i] == end[i + p] for i in range(tail - p)) for p in range(1, max_period + 1))
+
+
+class DialogueJob:
+    """One dialogue for :class:`train.continuous.ContinuousBatcher`: its user turns, answered in order, each
+    prompt holding the target's own earlier answers. ``on_done(self)`` is called once, when it ends."""
+
+    def __init__(self, dialogue: Dialogue, turns: int, template: str, tokenizer, max_prompt_tokens: int,
+                 on_done: Callable[["DialogueJob"], None]):
+        system, self.users = user_turns(dialogue, turns)
+        self.dialogue, self.history, self.meta = dialogue, list(system), []
+        self.template, self.tokenizer, self.max_prompt_tokens, self.on_done = (template, tokenizer,
+                                                                               max_prompt_tokens, on_done)
+        self._asking: list[dict] | None = None
+        self.first = self._next()
+
+    def _next(self) -> list[int] | None:
+        k = len(self.meta)
+        if k < len(self.users):
+            asking = self.history + [{"role": "user", "content": self.users[k]}]
+            prompt = encode_prompt(asking, self.template, self.tokenizer)
+            if len(prompt) <= self.max_prompt_tokens:  # a prompt over the limit ends the dialogue before it
+                self._asking = asking
+                return prompt
+        self.on_done(self)
+        return None
+
+    def first_prompt(self) -> list[int] | None:
+        return self.first
+
+    def answered(self, answer: list[int], stopped: str) -> list[int] | None:
+        reply = self.tokenizer.decode(answer, skip_special_tokens=True).strip()
+        if not reply:  # an empty answer ends the dialogue: nothing to learn from it
+            self.on_done(self)
+            return None
+        self.history = self._asking + [{"role": "assistant", "content": reply}]
+        self.meta.append({"tokens": len(answer), "stopped": stopped, "loops": loops(answer)})
+        return self._next()
+
+    def record(self) -> dict | None:
+        """The ShareGPT-style line to write, or None when no turn was answered."""
+        if not self.meta:
+            return None
+        conv = [{"from": {"system": "system", "user": "human", "assistant": "gpt"}[m["role"]],
+                 "value": m["content"]} for m in self.history]
+        return {"id": self.dialogue.id, "conversations": conv, "answers": self.meta}
 
 
 def regenerate(dialogues: list[Dialogue], target, tokenizer, out: Path, *, template: str, turns: int,
                max_new_tokens: int, temperature: float, batch_size: int, max_prompt_tokens: int,
-               seed: int) -> int:
-    """Answer and append every dialogue not yet in ``out``; returns how many were written."""
+               seed: int, max_context: int | None = None) -> int:
+    """Answer and append every dialogue not yet in ``out`` (``batch_size`` slots, continuously refilled);
+    returns how many were written. Dialogues run shortest first prompt first, so the slots hold contexts of
+    similar lengths; each line is written when its dialogue ends, so a killed run loses only unfinished ones.
+    ``max_context`` (default: max_prompt_tokens + max_new_tokens) caps prompt + answer: an answer that reaches
+    it stops there (recorded as stopped by 'capacity')."""
     eos_ids = set(run.eos_ids(tokenizer, target))  # raises when nothing would stop an answer
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
-    knobs = {"do_sample": False} if temperature == 0 else {"do_sample": True, "temperature": temperature,
-                                                            "top_k": 0, "top_p": 1.0}
-    gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, eos_token_id=sorted(eos_ids), pad_token_id=pad,
-                               repetition_penalty=1.0, **knobs)
+    generator = torch.Generator().manual_seed(seed)
     written = 0
     with open(out, "a", encoding="utf-8") as f, tqdm(total=len(dialogues), desc="regenerating",
                                                     unit="dialogue") as bar:
-        for start in range(0, len(dialogues), batch_size):
-            batch = dialogues[start:start + batch_size]
-            torch.manual_seed(seed * 1_000_003 + start)
-            split = [user_turns(d, turns) for d in batch]  # keyed by position: ids need not be unique
-            histories = {j: system for j, (system, _) in enumerate(split)}
-            users = {j: asked for j, (_, asked) in enumerate(split)}
-            alive = set(range(len(batch)))
-            for k in range(turns):
-                asking = {i: histories[i] + [{"role": "user", "content": users[i][k]}]
-                          for i in sorted(alive) if k < len(users[i])}
-                for i, h in list(asking.items()):  # a prompt over the limit ends its dialogue before this turn
-                    if len(encode_prompt(h, template, tokenizer)) > max_prompt_tokens:
-                        alive.discard(i)
-                        del asking[i]
-                if not asking:
-                    break
-                replies = answer_batch(target, tokenizer, list(asking.values()), template, gen_cfg, eos_ids)
-                for (i, h), reply in zip(asking.items(), replies):
-                    if reply:
-                        histories[i] = h + [{"role": "assistant", "content": reply}]
-                    else:  # an empty answer ends the dialogue: nothing to learn from it
-                        alive.discard(i)
-            for j, d in enumerate(batch):
-                conv = [{"from": {"system": "system", "user": "human", "assistant": "gpt"}[m["role"]],
-                         "value": m["content"]} for m in histories[j]]
-                if any(c["from"] == "gpt" for c in conv):
-                    f.write(json.dumps({"id": d.id, "conversations": conv}) + "\n")
-                    written += 1
-            f.flush()
-            bar.update(len(batch))
+        def done(job: DialogueJob) -> None:
+            nonlocal written
+            record = job.record()
+            if record is not None:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                written += 1
+            bar.update(1)
+
+        jobs = [DialogueJob(d, turns, template, tokenizer, max_prompt_tokens, done) for d in dialogues]
+        jobs = sorted((j for j in jobs if j.first is not None), key=lambda j: len(j.first))
+        capacity = max_context if max_context is not None else max_prompt_tokens + max_new_tokens
+        batcher = ContinuousBatcher(target, slots=batch_size, capacity=capacity,
+                                    max_new_tokens=max_new_tokens, eos=eos_ids, temperature=temperature,
+                                    generator=generator)
+        start = time.perf_counter()
+        stats = batcher.run(jobs, progress=lambda n: bar.set_postfix(
+            tok_s=f"{n / (time.perf_counter() - start):.0f}", refresh=False))
+    seconds = time.perf_counter() - start
+    print(f"{stats.answer_tokens} answer tokens in {seconds:.0f}s ({stats.answer_tokens / max(seconds, 1e-9):.1f} "
+          f"answer tokens/s); {stats.prefill_tokens} prompt tokens prefilled, {stats.reused_tokens} reused from "
+          f"a slot's cache; answers stopped by {stats.stopped}")
     return written
 
 
@@ -142,8 +172,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--turns", type=int, default=1, help="user turns answered per dialogue")
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--max-prompt-tokens", type=int, default=1536, help="longer prompts end the dialogue there")
+    p.add_argument("--max-context", type=int, default=None,
+                   help="cap on prompt + answer tokens (default: --max-prompt-tokens + --max-new-tokens); set it to "
+                        "the training max_length, past which nothing is trained on")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=32, help="slots answered at once (continuous batching)")
     p.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
     args = p.parse_args(argv)
     for name in ("turns", "max_new_tokens", "max_prompt_tokens", "batch_size"):
@@ -151,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.max_records is not None and args.max_records < 1:
         p.error("--max-records must be >= 1")
+    if args.max_context is not None and args.max_context <= args.max_prompt_tokens:
+        p.error(f"--max-context ({args.max_context}) must be above --max-prompt-tokens ({args.max_prompt_tokens})")
     if not args.temperature >= 0:
         p.error(f"--temperature must be >= 0, got {args.temperature}")
     if not (Path(args.base) / "config.json").is_file():
@@ -177,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     target = AutoModelForCausalLM.from_pretrained(args.base, dtype=DTYPES[args.dtype]).eval()
     n = regenerate(todo, target, tokenizer, out, template=args.template, turns=args.turns,
                    max_new_tokens=args.max_new_tokens, temperature=args.temperature, batch_size=args.batch_size,
-                   max_prompt_tokens=args.max_prompt_tokens, seed=args.seed)
+                   max_prompt_tokens=args.max_prompt_tokens, seed=args.seed, max_context=args.max_context)
     print(f"{n} dialogues written to {out} ({len(todo) - n} had no answer), {time.perf_counter() - start:.0f}s")
 
 
