@@ -1,4 +1,4 @@
-"""Answer a benchmark with several decoding methods, side by side, timing each (REFERENCE.md section 7).
+"""Answer a benchmark with several decoding methods, side by side, timing each (docs/METHOD.md section 7).
 
     python -m evaluation.run --base BASE --draft DRAFT --bench mt_bench --methods hass,vanilla,hf \
         --temperature 0 --dtype bf16 --out answers/mt_bench_T0.jsonl
@@ -54,7 +54,7 @@ from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
 import hass
 from hass import DraftModel, HassModel, TreeConfig
-from hass.draft_vocab import COUNTS_FILE, draft_vocab_from
+from hass.draft_vocab import COUNTS_FILE, draft_vocab_from, trained_vocab_size
 from hass.precision import DTYPE_NAMES, bf16_is_fast, resolve_dtype_name
 
 from .benchmarks import (
@@ -200,7 +200,11 @@ class EvalConfig:
             except ValueError:
                 raise ValueError(f"method {method!r}: tree is TOTAL/DEPTH/TOP_K, e.g. 8/4/2") from None
             tree = TreeConfig(total_tokens=total, depth=depth, top_k=top_k)
-        vocab = self.draft_vocab_size
+        draft = items.get("draft", self.draft)
+        if draft is None:
+            raise FileNotFoundError(f"method {method!r} names no draft= and the run has no --draft")
+        # default: --draft-vocab, else the N the draft was trained over (its config.json), else all tokens
+        vocab = self.draft_vocab_size if self.draft_vocab_size is not None else trained_vocab_size(draft)
         if "vocab" in items:
             if items["vocab"] == "all":
                 vocab = None
@@ -208,9 +212,6 @@ class EvalConfig:
                 vocab = int(items["vocab"])
             else:
                 raise ValueError(f"method {method!r}: vocab is a positive number of tokens or 'all'")
-        draft = items.get("draft", self.draft)
-        if draft is None:
-            raise FileNotFoundError(f"method {method!r} names no draft= and the run has no --draft")
         draft_dtype = items.get("draft_dtype", self.draft_dtype or self.dtype)
         if draft_dtype == "auto":
             draft_dtype = resolve_dtype_name(draft_dtype, self.device)
@@ -473,7 +474,8 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
                    help="the draft's precision (default: --dtype): bf16 | fp16 | fp32 | auto (bf16 where the device "
                         "has bf16 matrix units, e.g. AMX; else fp32). The output does not depend on it")
     p.add_argument("--draft-vocab", type=int, default=None,
-                   help="draft only the N tokens most frequent in the draft's training answers (default: all)")
+                   help="draft only the N tokens most frequent in the draft's training answers (default: the N the "
+                        "draft was trained over, else all)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--questions", type=int, default=None, help="only the first N questions (default all)")

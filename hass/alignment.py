@@ -1,4 +1,4 @@
-"""Harmonized context alignment (HCA, REFERENCE.md section 3): train the draft in the context it meets at decoding.
+"""Harmonized context alignment (HCA, docs/METHOD.md section 3): train the draft in the context it meets at decoding.
 
 At decoding time, the s-th draft step at position i sees true target features only up to position
 i - (s - 1) and its own estimates for the s - 1 positions after that. HCA reproduces that context in
@@ -28,7 +28,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from . import hf
-from .losses import LossWeights, loss_positions, shift_left, step_loss
+from .losses import LossWeights, loss_positions, masked_mean, shift_left, step_loss
 
 
 def hca_mask(valid: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
@@ -81,28 +81,52 @@ def hca_losses(
     loss_mask: torch.Tensor,  # (B, L) 1 on assistant tokens
     steps: int,
     weights: LossWeights,
+    vocab: torch.Tensor | None = None,  # (N,) ascending token ids the draft is trained over; None = all V
+    draft_head: Callable[[torch.Tensor], torch.Tensor] | None = None,  # (*, h) -> (*, N): lm_head's rows ``vocab``
 ) -> list[dict[str, torch.Tensor]]:
     """The loss terms of each aligning step s = 1..steps (see hass.losses.step_loss), against the same targets.
 
-    The vocabulary projections are only taken at the N loss positions (assistant tokens), which is where
+    The vocabulary projections are only taken at the loss positions (assistant tokens), which is where
     most of the memory of a long sequence goes; masked means over them equal the (B, L) masked means.
     Sum the "loss" entries for the HCA objective (equal weights).
+
+    With a draft vocabulary (``vocab`` and ``draft_head``, hass.draft_vocab) the draft is scored over those N
+    tokens only: its logits are ``draft_head(g)`` (the target's lm_head restricted to the N rows), and L_cls and
+    HOD use the target's distribution restricted to the N tokens and renormalised (the softmax of the target's
+    logits at those ids). Positions whose target top-1 lies outside the N stay in the loss (the draft still
+    learns the target's order among the tokens it can propose); "acc" compares with the target's top-1 over
+    the full vocabulary, so such positions count as misses, and "outside" is their share.
     """
     if steps < 1:
         raise ValueError(f"HCA needs at least one aligning step, got {steps}")
     valid = valid.bool()
     sel = loss_positions(loss_mask, valid).bool()  # (B, L)
     f_next = shift_left(target_features)[sel]  # (N, h)
+    if (vocab is None) != (draft_head is None):
+        raise ValueError("a draft vocabulary needs both vocab (its token ids) and draft_head (their lm_head rows)")
     with torch.no_grad():
-        target_probs = torch.softmax(lm_head(f_next).float(), dim=-1)  # (N, V)
+        target_logits = lm_head(f_next).float()  # (P, V) at the P loss positions
+        full_top1 = None
+        if vocab is not None:
+            full_top1 = target_logits.argmax(-1)
+            target_logits = target_logits[:, vocab]  # renormalised over the N tokens by the softmax below
+        target_probs = torch.softmax(target_logits, dim=-1)  # (P, V) or (P, N)
         target_top = target_probs.topk(min(weights.top_k, target_probs.shape[-1]), dim=-1)  # shared by all steps
+        inside = torch.isin(full_top1, vocab) if vocab is not None else None  # (P,) top-1 is a draft token
     ones = torch.ones(f_next.shape[0], device=f_next.device)
+    head = lm_head if draft_head is None else draft_head
     cache = DynamicCache()
     features, terms = input_features, []
     for s in range(1, steps + 1):
         g = hca_step(draft, features, token_embeds, position_ids, valid, cache)  # (B, L, h)
-        g_sel = g[sel]  # (N, h)
-        terms.append(step_loss(g_sel, f_next, target_probs, lm_head(g_sel), ones, weights, target_top))
+        g_sel = g[sel]  # (P, h)
+        logits = head(g_sel)
+        t = step_loss(g_sel, f_next, target_probs, logits, ones, weights, target_top)
+        if vocab is not None:  # top-1 against the target's over all V: an outside top-1 is a miss
+            draft_top1 = vocab[logits.detach().argmax(-1)]
+            t["acc"] = masked_mean((draft_top1 == full_top1).float(), ones).detach()
+            t["outside"] = masked_mean((~inside).float(), ones).detach()
+        terms.append(t)
         if s < steps:
             features = shift_right(g, input_features[:, :1]).detach().to(input_features.dtype)
     return terms

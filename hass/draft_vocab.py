@@ -12,6 +12,7 @@ by ``python -m train.token_counts``; the size N is chosen when loading:
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Iterable
@@ -83,6 +84,20 @@ def draft_vocab_from(folder: str | os.PathLike, size: int, vocab_size: int) -> t
         raise CheckpointError(f"{folder}: {COUNTS_FILE} counts {counts.numel()} token ids, "
                               f"the target's vocabulary has {vocab_size}")
     return top_tokens(counts, size)
+
+
+def trained_vocab_size(folder: str | os.PathLike) -> int | None:
+    """The N a draft was trained over (``draft_vocab_size`` in its config.json, written by train.trainer), or
+    None for a draft trained over the full vocabulary. Its ids are the N most frequent of the counts beside it."""
+    try:
+        n = json.loads((Path(folder) / "config.json").read_text()).get("draft_vocab_size")
+    except (OSError, ValueError):
+        return None  # DraftModel.from_pretrained reports a missing or broken config
+    if n in (None, 0):
+        return None
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise CheckpointError(f"{folder}: config.json has draft_vocab_size={n!r}; expected a positive int")
+    return n
 
 
 def check_draft_vocab(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:

@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from . import hf
 from .config import SamplingConfig, TreeConfig
 from .draft import DraftModel
-from .draft_vocab import check_draft_vocab, draft_vocab_from
+from .draft_vocab import check_draft_vocab, draft_vocab_from, trained_vocab_size
 from .errors import CheckpointError
 from .precision import fast_draft_dtype
 from .tree import Tree, build_tree, select_tree
@@ -70,7 +70,7 @@ class HassModel(nn.Module):
         device: str | torch.device = "cpu",
         attn_implementation: str = "sdpa",
         draft_dtype: torch.dtype | str | None = None,
-        draft_vocab_size: int | None = None,
+        draft_vocab_size: int | str | None = None,
     ) -> "HassModel":
         """Load the target (any transformers causal LM folder), its tokenizer, and a draft (or None).
 
@@ -80,9 +80,10 @@ class HassModel(nn.Module):
         fp32 decoding whose drafting runs on the CPU's bf16 matrix units. ``draft_dtype="auto"`` picks bf16
         where the device has bf16 matrix units (AMX / AVX512-BF16, a GPU) and fp32 elsewhere: a heuristic, since
         emulated bf16 can still win on small trees (hass.precision; measure with evaluation.cycle_cost).
-        ``draft_vocab_size`` (default: the full vocabulary) lets the draft propose only the N tokens most
-        frequent in its training answers (``token_counts.safetensors`` in the draft folder; hass.draft_vocab):
-        cheaper drafting when the vocabulary projection dominates it, and the output is unchanged.
+        ``draft_vocab_size`` lets the draft propose only the N tokens most frequent in its training answers
+        (``token_counts.safetensors`` in the draft folder; hass.draft_vocab): cheaper drafting when the
+        vocabulary projection dominates it, and the output is unchanged. Default: the N the draft was trained
+        over (``draft_vocab_size`` in its config.json), else the full vocabulary; ``"all"`` is the full vocabulary.
         """
         base = Path(base_model_path)
         if not (base / "config.json").is_file():
@@ -93,6 +94,10 @@ class HassModel(nn.Module):
         if not (isinstance(draft_dtype, torch.dtype) and draft_dtype.is_floating_point):
             raise TypeError(f"draft_dtype must be a floating torch.dtype or \"auto\", got {draft_dtype!r}")
         draft_vocab = None
+        if draft_vocab_size is None and draft_model_path:  # a draft trained over N tokens drafts over them
+            draft_vocab_size = trained_vocab_size(draft_model_path)
+        if draft_vocab_size == "all":
+            draft_vocab_size = None
         if draft_vocab_size is not None:  # checked before any weights load
             if not draft_model_path:
                 raise ValueError("draft_vocab_size restricts a draft's proposals, but no draft_model_path is given")
@@ -142,13 +147,15 @@ class HassModel(nn.Module):
         tree: TreeConfig | None = None,
         eos_token_id: int | Sequence[int] | None = None,
         generator: torch.Generator | None = None,
+        include_eos: bool = True,
     ) -> Iterator[list[int]]:
         """Return an iterator over the newly accepted token ids of every target forward (the prefill's first).
 
         input_ids: (1, T) or (T,) prompt. temperature 0 = greedy; top_p / top_k process the target's
         distribution as in transformers. tree: the draft tree shape (TreeConfig(60, 6, 10) by default; ignored
         without a draft). eos_token_id: int or list; default from the generation config / tokenizer.
-        generator: a torch.Generator for reproducible sampling. Bad input raises here, before any work.
+        generator: a torch.Generator for reproducible sampling. include_eos=False leaves the final eos token
+        out of what is yielded (for printing text; a chunk may then be empty). Bad input raises here, before any work.
         """
         prompt = self._check_inputs(input_ids, max_new_tokens)
         sampling = SamplingConfig(temperature=float(temperature), top_p=float(top_p), top_k=int(top_k))
@@ -160,7 +167,10 @@ class HassModel(nn.Module):
             raise ValueError(f"TreeConfig.top_k={tree_cfg.top_k} is above the draft vocabulary size "
                              f"{self.draft_vocab.numel()}")
         eos = self._eos_ids(eos_token_id)
-        return self._decode(prompt, max_new_tokens, sampling, tree_cfg, eos, generator)
+        steps = self._decode(prompt, max_new_tokens, sampling, tree_cfg, eos, generator)
+        if include_eos:
+            return steps
+        return ([t for t in ids if t not in eos] for ids in steps)  # an eos can only end the last chunk
 
     # ------------------------------------------------------------------ the loop
     @torch.inference_mode()

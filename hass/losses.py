@@ -1,4 +1,4 @@
-"""Training losses of the draft (REFERENCE.md section 2), pure functions of tensors.
+"""Training losses of the draft (docs/METHOD.md section 2), pure functions of tensors.
 
 Positions: the draft output g_t at position t estimates the target feature f_{t+1}; its next-token
 distribution q_{t+1} = softmax(W g_t) is scored against the target's p_{t+1} = softmax(W f_{t+1}).

@@ -278,3 +278,80 @@ def test_compare_runs_plots_stages_end_to_end(tmp_path, capsys):
         compare_main(["--run", f"A={tmp_path / 'missing'}", "--out", str(out)])
     with pytest.raises(SystemExit):
         compare_main(["--run", f"A={tmp_path}", "--out", str(out)])  # no stage folders
+
+
+def test_gradients_are_clipped_by_value_by_default_and_by_norm_on_request(tiny, tmp_path):
+    def grads_at_step(**kw):
+        run = Run(config(tiny, tmp_path / "clip", max_steps=1, grad_clip=1e-4, eval_fraction=0.0, **kw))
+        seen = {}
+        step = run.optimizer.step
+
+        def spy(*a, **k):
+            g = torch.cat([p.grad.flatten() for p in run.draft.parameters() if p.grad is not None])
+            seen["max"], seen["norm"] = float(g.abs().max()), float(g.norm())
+            return step(*a, **k)
+
+        run.optimizer.step = spy
+        record = run.train_step()
+        return seen, record
+
+    by_value, record = grads_at_step()
+    assert by_value["max"] <= 1e-4 + 1e-12 and by_value["norm"] > 1e-4  # element-wise, not the norm
+    assert record["grad_norm"] > by_value["norm"]  # the log keeps the norm before clipping
+    by_norm, _ = grads_at_step(clip_mode="norm")
+    assert by_norm["norm"] == pytest.approx(1e-4, rel=1e-3)
+    with pytest.raises(ValueError, match="clip_mode"):
+        config(tiny, tmp_path / "x", clip_mode="sign")
+
+
+def test_the_draft_layer_can_start_as_the_targets_last_layer(tiny, tmp_path):
+    run = Run(config(tiny, tmp_path / "init", max_steps=1, init_layer="target"))
+    last = run.target.get_decoder().layers[-1].state_dict()
+    mine = run.draft.layers[0].state_dict()
+    for key, value in last.items():
+        if not key.startswith("input_layernorm."):
+            assert torch.equal(mine[key], value.float()), key
+    fresh = Run(config(tiny, tmp_path / "fresh", max_steps=1))
+    assert not torch.equal(fresh.draft.layers[0].mlp.down_proj.weight, run.draft.layers[0].mlp.down_proj.weight)
+    assert torch.equal(fresh.draft.fc.weight, run.draft.fc.weight)  # the fc layer keeps its initialisation
+    with pytest.raises(ValueError, match="init_layer"):
+        config(tiny, tmp_path / "x", init_layer="first")
+
+
+def test_a_draft_trained_over_a_vocabulary_drafts_over_it_by_default(tiny, tmp_path):
+    from hass.draft_vocab import load_token_counts, top_tokens
+
+    final = train(config(tiny, tmp_path / "vocab", max_steps=3, draft_vocab_size=40, eval_fraction=0.05))
+    saved = json.loads((final / "config.json").read_text())
+    assert saved["draft_vocab_size"] == 40
+    counts = load_token_counts(final)
+    assert counts.numel() == 128 and int(counts.sum()) > 0
+    records = [json.loads(line) for line in (tmp_path / "vocab" / "log.jsonl").read_text().splitlines()]
+    assert all(0 <= r["outside"] <= 1 for r in records)
+    model = HassModel.from_pretrained(tiny / "target", final, dtype=torch.float32)
+    assert torch.equal(model.draft_vocab, top_tokens(counts, 40))
+    assert HassModel.from_pretrained(tiny / "target", final, dtype=torch.float32, draft_vocab_size=20).draft_vocab.numel() == 20
+    assert HassModel.from_pretrained(tiny / "target", final, dtype=torch.float32, draft_vocab_size="all").draft_vocab is None
+    plain = HassModel.from_pretrained(tiny / "target", None, dtype=torch.float32)
+    prompt = torch.tensor([[1, 2, 3, 4, 5]])
+    assert torch.equal(model.generate(prompt, max_new_tokens=10).sequences,
+                       plain.generate(prompt, max_new_tokens=10).sequences)  # still the target's own output
+    with pytest.raises(ValueError, match="below hod_k"):
+        config(tiny, tmp_path / "x", draft_vocab_size=5)
+
+
+def test_train_bench_times_every_setting_on_the_same_batches(tiny, tmp_path, capsys):
+    from train import bench
+
+    out = tmp_path / "bench.json"
+    bench.main(["--target", str(tiny / "target"), "--data", str(tiny / "data.jsonl"), "--steps", "1",
+                "--vocab", "40", "--hca-steps", "3,1", "--max-length", "64", "--out", str(out)])
+    printed = capsys.readouterr().out.strip().splitlines()
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["setting"] for r in rows] == [f"n={n} {f} {v}" for n in (3, 1) for f in ("online", "offline")
+                                           for v in ("V", "N=40")]
+    assert all(r["tokens_per_s"] > 0 and 0 <= r["acc"] <= 1 for r in rows)
+    assert rows[0]["ratio"] == 1.0 and rows[4]["ratio"] == 1.0  # today's recipe is the reference of its n
+    assert printed[-1].startswith("hass n=3: ") and ", eagle2 n=1: " in printed[-1]
+    with pytest.raises(SystemExit):
+        bench.main(["--target", str(tiny / "target"), "--data", str(tmp_path / "missing.jsonl")])

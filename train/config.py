@@ -48,7 +48,11 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.01  # torch's AdamW default
     warmup_fraction: float = 0.01
-    grad_clip: float = 0.5  # max global gradient norm; 0 turns clipping off
+    grad_clip: float = 0.5  # clipping threshold; 0 turns clipping off
+    clip_mode: str = "value"  # "value": each gradient element to [-grad_clip, grad_clip] (the EAGLE / HASS code);
+    #                           "norm": the global gradient norm to grad_clip
+    init_layer: str = "random"  # "random", or "target": the draft's decoder layer starts as the target's last one
+    draft_vocab_size: int = 0  # N > 0: train and draft over the N most frequent answer tokens of the train split
     seed: int = 0
     eval_fraction: float = 0.02
     eval_every: int = 0  # optimiser steps between evaluations; 0 = only at the end
@@ -72,6 +76,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_steps", "start_batch", "eval_every", "save_every", "keep_checkpoints", "threads", "hod_weight",
+                     "draft_vocab_size",
                      "cls_weight", "noise", "weight_decay", "grad_clip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
@@ -81,6 +86,13 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"TrainConfig.betas must be in [0, 1), got {self.betas}")
+        if self.clip_mode not in ("value", "norm"):
+            raise ValueError(f"TrainConfig.clip_mode must be 'value' or 'norm', got {self.clip_mode!r}")
+        if self.init_layer not in ("random", "target"):
+            raise ValueError(f"TrainConfig.init_layer must be 'random' or 'target', got {self.init_layer!r}")
+        if self.draft_vocab_size and self.draft_vocab_size < self.hod_k:
+            raise ValueError(f"TrainConfig.draft_vocab_size={self.draft_vocab_size} is below hod_k={self.hod_k}: "
+                             f"HOD needs the target's top-{self.hod_k} among the draft's tokens")
         for name in ("warmup_fraction", "eval_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {getattr(self, name)}")

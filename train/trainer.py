@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from hass.alignment import hca_losses
 from hass.draft import DraftModel
+from hass.draft_vocab import count_tokens, save_token_counts, top_tokens
 from hass.files import atomic_write_text, save_figure
 from hass.losses import feature_noise
 from train.config import DTYPES, TrainConfig, load_config
@@ -108,6 +110,15 @@ class Run:
             self.store = FeatureStore(cfg.features, target_fingerprint(target_config, str(target_path)), self.samples)
         self.target = AutoModelForCausalLM.from_pretrained(target_path, dtype=DTYPES[cfg.target_dtype])
         self.target.to(self.device).eval().requires_grad_(False)
+        if cfg.init_layer == "target" and not cfg.init_from:
+            copy_target_layer(self.target, self.draft)
+        self.vocab = self.vocab_head = None
+        if cfg.draft_vocab_size:
+            self.counts = count_tokens(self.train_set, target_config.vocab_size)
+            self.vocab = top_tokens(self.counts, cfg.draft_vocab_size).to(self.device)
+            weight = self.target.get_output_embeddings().weight
+            self.vocab_head = weight[self.vocab].detach().clone()  # (N, h): the target's rows, frozen
+            self.draft.config.draft_vocab_size = cfg.draft_vocab_size
         self.draft.to(self.device)
 
         per_epoch = batches_per_epoch(len(self.train_set), cfg.batch_size, self.world)
@@ -120,6 +131,9 @@ class Run:
         if cfg.deepspeed:
             import deepspeed
 
+            if cfg.clip_mode == "value" and cfg.grad_clip:  # ZeRO partitions the gradients after backward: clip
+                for p in self.draft.parameters():             # each micro-batch's own as it is computed
+                    p.register_hook(lambda g, c=cfg.grad_clip: g.clamp(-c, c))
             self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
                 model=self.draft, optimizer=self.optimizer, lr_scheduler=self.scheduler,
                 config=deepspeed_config(cfg.deepspeed, cfg))
@@ -145,9 +159,13 @@ class Run:
             inputs = feature_noise(inputs, batch.lengths, generator, self.cfg.noise)
         positions = torch.arange(f.shape[1], device=self.device).expand(f.shape[0], -1)
         head = self.target.get_output_embeddings()
+        draft_head = None
+        if self.vocab is not None:
+            draft_head = lambda x: F.linear(x.to(self.vocab_head.dtype), self.vocab_head)  # noqa: E731
         with self.autocast():
             return hca_losses(draft, lambda x: head(x.to(head.weight.dtype)), inputs, f, token_embeds, positions,
-                              batch.valid, batch.loss_mask, self.cfg.hca_steps, self.cfg.loss_weights)
+                              batch.valid, batch.loss_mask, self.cfg.hca_steps, self.cfg.loss_weights,
+                              vocab=self.vocab, draft_head=draft_head)
 
     def autocast(self):
         dtype = DTYPES[self.cfg.dtype]
@@ -173,7 +191,10 @@ class Run:
         if self.engine is not None:
             grad_norm = self.engine.get_global_grad_norm()
         else:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.draft.parameters(), cfg.grad_clip or float("inf"))
+            clip = cfg.grad_clip if cfg.clip_mode == "norm" and cfg.grad_clip else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.draft.parameters(), clip)  # the norm before clipping
+            if cfg.clip_mode == "value" and cfg.grad_clip:
+                torch.nn.utils.clip_grad_value_(self.draft.parameters(), cfg.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -210,6 +231,8 @@ class Run:
         _barrier(self.world)
         if self.rank == 0:
             self.draft.save_pretrained(tmp)
+            if self.vocab is not None:  # the draft's vocabulary is the N most frequent ids of these counts
+                save_token_counts(tmp, self.counts, f"train split of {self.cfg.data}")
             if self.engine is None:
                 torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
                            tmp / "optimizer.pt")
@@ -260,6 +283,24 @@ def _accumulate(sums: dict, terms: list[dict], loss: torch.Tensor) -> None:
     for s, t in enumerate(terms, start=1):
         for key in TERMS:
             sums[f"{key}_s{s}"] = sums.get(f"{key}_s{s}", 0.0) + float(t[key].detach())
+    if "outside" in terms[0]:  # draft vocabulary: share of positions whose target top-1 it cannot propose
+        sums["outside"] = sums.get("outside", 0.0) + float(terms[0]["outside"])
+
+
+def copy_target_layer(target, draft: DraftModel) -> None:
+    """Start the draft's decoder layer as the target's last decoder layer (its input norm excepted: the draft
+    layer has none); the fc layer keeps its initialisation."""
+    layers = getattr(target.get_decoder(), "layers", None)
+    if not layers:
+        raise ValueError(f"init_layer 'target': {type(target).__name__} has no decoder .layers to copy from")
+    source = {k: v for k, v in layers[-1].state_dict().items() if not k.startswith("input_layernorm.")}
+    mine = draft.layers[0].state_dict()
+    bad = sorted(set(source) ^ {k for k in mine if not k.startswith("input_layernorm.")})
+    if bad or any(source[k].shape != mine[k].shape for k in source):
+        raise ValueError(f"init_layer 'target': the target's last layer does not match the draft layer ({bad[:6]})")
+    with torch.no_grad():
+        for k, v in source.items():
+            mine[k].copy_(v.to(mine[k].dtype))
 
 
 def _warmup_then_linear(warmup: int, total: int):
@@ -403,7 +444,7 @@ def deepspeed_config(path: str, cfg: TrainConfig) -> dict:
     """The DeepSpeed config with its "auto" values filled from TrainConfig, which owns these settings."""
     ds = json.loads(Path(path).read_text())
     owned = {"train_micro_batch_size_per_gpu": cfg.batch_size, "gradient_accumulation_steps": cfg.grad_accum,
-             "gradient_clipping": cfg.grad_clip}
+             "gradient_clipping": cfg.grad_clip if cfg.clip_mode == "norm" else 0.0}
     for key, value in owned.items():
         if ds.get(key, "auto") == "auto":
             ds[key] = value
