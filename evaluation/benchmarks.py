@@ -1,4 +1,4 @@
-"""Benchmark questions and the prompts built from them (REFERENCE.md section 7).
+"""Benchmark questions and the prompts built from them (docs/METHOD.md section 7).
 
 Three benchmarks, each in two sizes: the 80-question sets the HASS paper evaluated on (EAGLE's MT-bench,
 HumanEval and GSM8K subsets; MT-bench has exactly 80 questions anyway) and, with ``full``, the complete

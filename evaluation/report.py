@@ -1,4 +1,4 @@
-"""Speed and acceptance tables from answer files (REFERENCE.md section 7).
+"""Speed and acceptance tables from answer files (docs/METHOD.md section 7).
 
     python -m evaluation.report answers/mt_bench.jsonl answers/gsm8k.jsonl --out-dir reports/T0
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TreeConfig:
-    """Shape of the EAGLE-2 dynamic draft tree (REFERENCE.md section 5).
+    """Shape of the EAGLE-2 dynamic draft tree (docs/METHOD.md section 5).
 
     total_tokens: nodes verified per target forward, root (the last accepted token) included.
     depth: drafted levels below the root, so at most depth + 1 tokens are accepted per forward.

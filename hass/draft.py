@@ -1,4 +1,4 @@
-"""The draft model (EAGLE architecture, REFERENCE.md section 1).
+"""The draft model (EAGLE architecture, docs/METHOD.md section 1).
 
 z_t = fc([E(x_{t+1}) ; f_t]) (2h -> h), then ONE decoder layer of the target's own family without its input
 norm, no final norm: g_t estimates the target feature f_{t+1}. E and lm_head belong to the target and are
@@ -19,10 +19,13 @@ from transformers import AutoConfig, PretrainedConfig
 
 from . import hf
 from .errors import CheckpointError, DraftMismatchError
+from .files import normal_permissions
 
 # Keys that official EAGLE/HASS releases may carry and that we do not use: the target's embedding (we share
 # the target's own) and an input norm that the first (only) draft layer skips.
 _IGNORED_KEYS = ("embed_tokens.weight", "layers.0.input_layernorm.weight")
+# Config fields holding one entry per decoder layer, which tools copy from the target unchanged.
+_PER_LAYER_KEYS = ("layer_types",)
 
 
 class DraftModel(nn.Module):
@@ -68,8 +71,15 @@ class DraftModel(nn.Module):
             d = json.loads(config_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"draft config {str(config_path)!r} is not valid JSON: {e}") from e
-        config = AutoConfig.for_model(d.pop("model_type", "llama"), **d)
-        model = cls(config)
+        n_layers = d.get("num_hidden_layers", 1)
+        for key in _PER_LAYER_KEYS:  # copied from a multi-layer target's config: the draft layer takes the first
+            if isinstance(d.get(key), list) and isinstance(n_layers, int) and len(d[key]) > n_layers >= 1:
+                d[key] = d[key][:n_layers]
+        try:
+            config = AutoConfig.for_model(d.pop("model_type", "llama"), **d)
+            model = cls(config)
+        except Exception as e:  # transformers / huggingface_hub validation raise several unrelated types
+            raise CheckpointError(f"draft config {str(config_path)!r} is inconsistent: {e}") from e
         state = _read_state_dict(folder)
         for key in _IGNORED_KEYS:
             state.pop(key, None)
@@ -97,6 +107,7 @@ class DraftModel(nn.Module):
             (tmp / "config.json").write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
             state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            normal_permissions(tmp)
             if folder.exists():
                 for f in tmp.iterdir():  # replace file by file: each rename is atomic
                     os.replace(f, folder / f.name)

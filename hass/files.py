@@ -13,7 +13,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "save_figure"]
+__all__ = ["atomic_path", "atomic_write_text", "normal_permissions", "save_figure"]
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def normal_permissions(path: str | os.PathLike) -> Path:
+    """Give ``path`` (and, for a folder, everything in it) the modes a plain ``open`` / ``mkdir`` would:
+    0o666 / 0o777 less the umask. ``tempfile.mkdtemp`` and safetensors create private (0o700 / 0o600) ones,
+    which would hide a shared draft or cache from everyone but its writer."""
+    path = Path(path)
+    mask = _umask()
+    for p in [path, *(path.rglob("*") if path.is_dir() else [])]:
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
+    return path
 
 
 @contextmanager
@@ -32,6 +49,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written to the temporary file for {path}")
+        normal_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

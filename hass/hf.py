@@ -62,7 +62,7 @@ def target_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the unmodified target; return (features (1, T, h) after the final norm, logits (1, T - logits_from, V)).
 
-    Features are the decoder's last hidden state, which is what lm_head consumes (REFERENCE.md section 0).
+    Features are the decoder's last hidden state, which is what lm_head consumes (docs/METHOD.md section 0).
     ``logits_from`` skips the lm_head on positions whose logits are not needed (the prompt in the prefill).
     """
     out = target.get_decoder()(

