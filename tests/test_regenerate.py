@@ -75,6 +75,16 @@ def test_answers_are_the_targets_own_and_later_turns_see_them(setup):
                        "--out", str(tmp_path / "prepared.jsonl")])
     header, samples = read_prepared(tmp_path / "prepared.jsonl")
     assert len(samples) == 3 and all(sum(s["loss_mask"]) > 0 for s in samples)
+    # the committed, gzipped copy reads the same
+    import gzip
+
+    with gzip.open(tmp_path / "regen.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write((tmp_path / "regen.jsonl").read_text())
+    assert read_dialogues(tmp_path / "regen.jsonl.gz")[0] == read_dialogues(tmp_path / "regen.jsonl")[0]
+    # every answered turn records its length, why it stopped and whether it loops
+    assert all(len(a["answers"]) == sum(t["from"] == "gpt" for t in a["conversations"])
+               and {"tokens", "stopped", "loops"} <= set(a["answers"][0])
+               for a in map(json.loads, (tmp_path / "regen.jsonl").read_text().splitlines()))
 
 
 def test_resume_drops_a_cut_line_and_refuses_other_settings(setup, capsys):
@@ -122,3 +132,29 @@ def test_an_empty_answer_ends_its_dialogue(tmp_path, capsys):
     regenerate.main(args(tmp_path, data))
     ids = [json.loads(x)["id"] for x in (tmp_path / "regen.jsonl").read_text().splitlines()]
     assert "c" not in ids and "(1 had no answer)" in capsys.readouterr().out
+
+
+def test_pack_gzips_counts_and_fingerprints(setup, capsys):
+    import gzip
+    import hashlib
+
+    from train import pack_regen
+
+    tmp_path, _, _, data = setup
+    regenerate.main(args(tmp_path, data))
+    out = tmp_path / "regen.jsonl"
+    with open(out, "a") as f:
+        f.write('{"id": "cut')  # a line still being written is left out
+    pack_regen.main([str(out), str(tmp_path / "pack")])
+    stats = json.loads((tmp_path / "pack" / "regen.stats.json").read_text())
+    gz = tmp_path / "pack" / "regen.jsonl.gz"
+    plain = gzip.decompress(gz.read_bytes())
+    assert stats["sha256_gz"] == hashlib.sha256(gz.read_bytes()).hexdigest()
+    assert stats["sha256_jsonl"] == hashlib.sha256(plain).hexdigest()
+    records = [json.loads(x) for x in plain.decode().splitlines()]
+    assert stats["dialogues"] == len(records) == 3
+    assert stats["answers"] == sum(len(r["answers"]) for r in records) == sum(stats["stopped"].values())
+    assert stats["answer_tokens"] == sum(a["tokens"] for r in records for a in r["answers"])
+    assert stats["settings"]["turns"] == 2
+    with pytest.raises(SystemExit):
+        pack_regen.main([str(tmp_path / "missing.jsonl"), str(tmp_path / "pack")])

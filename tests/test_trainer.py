@@ -197,6 +197,19 @@ def test_feature_shards_resume_after_a_kill(tiny, tmp_path):
         FeatureStore(folder, fp, samples[:-1])
 
 
+def test_features_refuse_a_disk_too_small_before_writing_anything(tiny, tmp_path, monkeypatch):
+    import shutil as shutil_module
+
+    samples = pattern_samples(10)
+    target = LlamaForCausalLM.from_pretrained(tiny / "target")
+    fp = target_fingerprint(target.config, str(tiny / "target"))
+    need = sum(len(s["input_ids"]) for s in samples) * 64 * 2  # bf16 features
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda p: shutil_module._ntuple_diskusage(10**9, 10**9, need - 1))
+    with pytest.raises(OSError, match=r"not enough disk .*GiB needed, .*GiB free"):
+        write_features(target, samples, tmp_path / "f", fp, progress=False)
+    assert not (tmp_path / "f").exists()  # no folder, no index: nothing half-written
+
+
 def test_bad_inputs_fail_before_training(tiny, tmp_path):
     narrow = DraftModel.from_target_config(LlamaForCausalLM.from_pretrained(tiny / "narrow_target").config)
     narrow.save_pretrained(tmp_path / "narrow_draft")
@@ -345,7 +358,7 @@ def test_train_bench_times_every_setting_on_the_same_batches(tiny, tmp_path, cap
 
     out = tmp_path / "bench.json"
     bench.main(["--target", str(tiny / "target"), "--data", str(tiny / "data.jsonl"), "--steps", "1",
-                "--vocab", "40", "--hca-steps", "3,1", "--max-length", "64", "--out", str(out)])
+                "--vocab", "40", "--hca-steps", "3,1", "--max-length", "64", "--init-from", "none", "--out", str(out)])
     printed = capsys.readouterr().out.strip().splitlines()
     rows = json.loads(out.read_text())["rows"]
     assert [r["setting"] for r in rows] == [f"n={n} {f} {v}" for n in (3, 1) for f in ("online", "offline")

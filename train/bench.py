@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dialogues", type=int, default=48, help="dialogues of the default data")
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--steps", type=int, default=4, help="timed optimiser steps per setting (after 1 warm-up)")
+    p.add_argument("--steps", type=int, default=6, help="timed optimiser steps per setting (after 1 warm-up)")
+    p.add_argument("--init-from", default="default",
+                   help="draft every setting starts from, so top-1 compares trained drafts (default: the shipped "
+                        "HASS draft for the default target, else random; 'none' = random)")
     p.add_argument("--hca-steps", default="3,1", help="n values to compare (3: HASS with w = 1; 1: EAGLE-2, w = 0)")
     p.add_argument("--vocab", default="16384", help="draft vocabulary sizes to compare with the full one")
     p.add_argument("--out", default=None, help="also write the table as JSON here")
@@ -86,9 +89,15 @@ def _bench(args, target: Path, work: Path, hca: list[int], vocabs: list[int]) ->
     from train.trainer import Run
 
     data = Path(args.data) if args.data else _prepared_default(work, target, args.dialogues, args.max_length)
+    init = args.init_from
+    if init == "default":
+        shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "SmolLM2-135M-Instruct-HASS"
+        init = str(shipped) if args.target == "SmolLM2-135M-Instruct" and shipped.is_dir() else None
+    elif init == "none":
+        init = None
     base = dict(target=str(target), data=str(data), batch_size=args.batch_size, max_length=args.max_length,
                 dtype="bfloat16", target_dtype="bfloat16", eval_fraction=0.0, plot=False, seed=0,
-                max_steps=args.steps + 1, lr=1e-4)
+                max_steps=args.steps + 1, lr=3e-5, init_from=init)
     runs, shared_target = [], None
     feature_seconds = None
     for s in settings(hca, vocabs):
@@ -112,7 +121,8 @@ def _bench(args, target: Path, work: Path, hca: list[int], vocabs: list[int]) ->
         run.target = shared_target  # one copy of the frozen target for every setting
         runs.append((s, run))
     print(f"{len(runs)} settings, {args.steps} timed steps each (+1 warm-up), batch {args.batch_size}, max length "
-          f"{args.max_length}, data {data}; machine {json.dumps(machine('cpu'))}", file=sys.stderr)
+          f"{args.max_length}, data {data}, drafts from {init or 'random init'}; machine "
+          f"{json.dumps(machine('cpu'))}", file=sys.stderr)
     if feature_seconds is not None:
         print(f"offline features: written once in {feature_seconds:.1f}s ({n_tokens / feature_seconds:.0f} "
               f"tokens/s), reused every epoch", file=sys.stderr)

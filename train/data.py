@@ -17,6 +17,7 @@ templates (`fschat`), the prompts of the Vicuna and LLaMA2-chat runs of the EAGL
 """
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import re
@@ -86,8 +87,13 @@ def _iter_json_values(path: Path, stats: ReadStats) -> Iterator[Any]:
 
     A JSON array is parsed one element at a time with `raw_decode`, so a file cut part-way (ShareGPT's
     PyPI copy is) still yields every complete record; the incomplete tail counts as one invalid record.
+    A name ending in .gz is read through gzip.
     """
-    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".gz":  # a committed, compressed file (e.g. train.regenerate's output)
+        with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    else:
+        text = path.read_text(encoding="utf-8", errors="replace")
     start = len(text) - len(text.lstrip())
     if text.startswith("[", start):
         decoder, separators = json.JSONDecoder(), re.compile(r"[\s,]*")

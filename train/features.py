@@ -93,7 +93,6 @@ def write_features(
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     hidden = target.config.hidden_size
     index = {"format": FORMAT, "target": fingerprint, "data_sha256": data_fingerprint(samples),
              "hidden_size": hidden, "dtype": str(dtype).removeprefix("torch."), "n_samples": len(samples),
@@ -104,18 +103,20 @@ def write_features(
         if old != index:
             raise FeatureStoreError(f"{folder} already holds features of another target, data file or shard size "
                                     f"(target {old.get('target')}); use a new folder or delete this one")
-    else:
-        atomic_write_text(index_path, json.dumps(index) + "\n")
 
     todo = [s for s in index["shards"] if not (folder / s["file"]).exists()]
     bytes_per_token = hidden * torch.empty((), dtype=dtype).element_size()
     total = sum(sum(s["lengths"]) for s in index["shards"]) * bytes_per_token
     left = sum(sum(s["lengths"]) for s in todo) * bytes_per_token
-    free = shutil.disk_usage(folder).free
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
     print(f"features: {len(samples)} samples in {len(index['shards'])} shards, {total / 2**30:.2f} GiB in all; "
           f"{len(todo)} shards ({left / 2**30:.2f} GiB) to write, {free / 2**30:.1f} GiB free", file=sys.stderr)
-    if left > free:
+    if left > free:  # checked before anything is written, so a refused run leaves no index behind
         raise OSError(f"not enough disk in {folder}: {left / 2**30:.2f} GiB needed, {free / 2**30:.2f} GiB free")
+    folder.mkdir(parents=True, exist_ok=True)
+    if not index_path.exists():
+        atomic_write_text(index_path, json.dumps(index) + "\n")
 
     device = next(target.parameters()).device
     bar = tqdm(total=sum(s["stop"] - s["start"] for s in todo), unit="sample", disable=not progress)
