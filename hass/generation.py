@@ -23,7 +23,7 @@ from .draft_vocab import check_draft_vocab, draft_vocab_from, trained_vocab_size
 from .errors import CheckpointError
 from .precision import fast_draft_dtype
 from .tree import Tree, build_tree, select_tree
-from .verify import process_logits, sample, verify_greedy, verify_sampling
+from .verify import NodeLogits, internal_nodes, process_logits, sample, verify_greedy, verify_sampling
 
 
 @dataclass
@@ -180,7 +180,7 @@ class HassModel(nn.Module):
         dtype, device = embed.weight.dtype, prompt.device
         if draft is not None:  # the draft may run in another precision than the target (see from_pretrained)
             ddtype = draft.fc.weight.dtype
-            draft_embed, draft_head = draft_projections(embed, lm_head, ddtype, self.draft_vocab)
+            draft_embed, draft_head = self._draft_projections(embed, lm_head, ddtype)
         n_prompt = prompt.shape[1]
         t_cache = hf.new_cache(target.config, n_prompt + max_new_tokens + tree_cfg.total_tokens + 1)
         d_cache = hf.new_cache(draft.config, n_prompt + max_new_tokens + tree_cfg.top_k * tree_cfg.depth + 2) if draft else None
@@ -210,13 +210,17 @@ class HassModel(nn.Module):
             else:
                 tree = _root_only(root, device)
             keep = torch.cat([torch.ones(tree.size, context, dtype=torch.bool, device=device), tree.mask], dim=1)
-            features, logits = hf.target_forward(
-                target, tree.tokens[None], (context + tree.depths)[None], hf.additive_mask(keep, dtype)[None, None], t_cache
+            features, _ = hf.target_forward(
+                target, tree.tokens[None], (context + tree.depths)[None], hf.additive_mask(keep, dtype)[None, None],
+                t_cache, logits_from=None,
             )
+            # lm_head only where verification reads it: the internal nodes now, the bonus row if it is a leaf's
+            logits = NodeLogits(features[0], lm_head)
+            logits.prefetch(internal_nodes(tree))
             if sampling.greedy:
-                nodes, bonus = verify_greedy(tree, logits[0])
+                nodes, bonus = verify_greedy(tree, logits)
             else:
-                nodes, bonus = verify_sampling(tree, logits[0], sampling, generator)
+                nodes, bonus = verify_sampling(tree, logits, sampling, generator)
             t_cache.compact(context, nodes)
             new = tree.tokens[nodes[1:]].tolist() + [bonus]
             emitted = _truncate(new, eos, max_new_tokens - produced)
@@ -232,6 +236,18 @@ class HassModel(nn.Module):
                 hidden = draft(features[:, nodes].to(ddtype), draft_embed(next_tokens), pos, None, d_cache)[:, -1]
             context += nodes.numel()
             root = bonus
+
+    def _draft_projections(self, embed, lm_head, ddtype):
+        """draft_projections, prepared once per model: the cast (and trimmed) lm_head copy is reused by every
+        call as long as the weights, the draft dtype, the draft vocabulary and the device stay the same."""
+        vocab = self.draft_vocab
+        key = (ddtype, lm_head.weight.data_ptr(), lm_head.weight._version, lm_head.weight.device,
+               None if vocab is None else (vocab.data_ptr(), vocab.numel(), vocab.device))
+        cached = self.__dict__.get("_projections")
+        if cached is None or cached[0] != key:
+            cached = (key, draft_projections(embed, lm_head, ddtype, vocab))
+            self.__dict__["_projections"] = cached  # a plain attribute: not a module, buffer or state
+        return cached[1]
 
     # ------------------------------------------------------------------ checks
     def _check_inputs(self, input_ids, max_new_tokens) -> torch.Tensor:
@@ -331,8 +347,8 @@ def draft_projections(embed: nn.Module, lm_head: nn.Module, dtype: torch.dtype, 
     """The target's embedding and vocabulary projection as the draft uses them, in the draft's dtype.
 
     Same dtype and no ``vocab``: the target's own modules. Otherwise the embedding output is cast, and
-    lm_head's weight (its ``vocab`` rows only, when given) is copied once per generation in ``dtype`` (56 MB
-    for SmolLM2's full vocabulary in bf16), so drafting runs fully in ``dtype``.
+    lm_head's weight (its ``vocab`` rows only, when given) is copied in ``dtype`` (56 MB for SmolLM2's full
+    vocabulary in bf16), so drafting runs fully in ``dtype``; HassModel keeps that copy across calls.
     """
     same = lm_head.weight.dtype == dtype
     if same and vocab is None:

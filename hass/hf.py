@@ -58,12 +58,13 @@ def target_forward(
     position_ids: torch.Tensor,  # (1, T)
     attention_mask: torch.Tensor,  # (1, 1, T, S) additive float, S = cache length + T
     cache: KVCache,
-    logits_from: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    logits_from: int | None = 0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the unmodified target; return (features (1, T, h) after the final norm, logits (1, T - logits_from, V)).
 
     Features are the decoder's last hidden state, which is what lm_head consumes (docs/METHOD.md section 0).
-    ``logits_from`` skips the lm_head on positions whose logits are not needed (the prompt in the prefill).
+    ``logits_from`` skips the lm_head on positions whose logits are not needed (the prompt in the prefill);
+    None skips it entirely (the caller projects the rows it needs, hass.verify.NodeLogits).
     """
     out = target.get_decoder()(
         input_ids=input_ids,
@@ -73,5 +74,7 @@ def target_forward(
         use_cache=True,
     )
     features = out.last_hidden_state
+    if logits_from is None:
+        return features, None
     logits = target.get_output_embeddings()(features[:, logits_from:])
     return features, logits.float()

@@ -37,37 +37,90 @@ def sample(probs: torch.Tensor, generator: torch.Generator | None) -> int:
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def verify_greedy(tree: Tree, logits: torch.Tensor) -> tuple[torch.Tensor, int]:
+class NodeLogits:
+    """The target's logits at tree nodes, projected from its features only where verification reads them.
+
+    Verification reads the logits of internal nodes (a drafted child is checked against its parent's), plus
+    one more row: the bonus token's, at the last accepted node, which may be a leaf. ``prefetch`` projects a
+    set of rows in one product (the internal nodes, before verifying); ``rows`` projects any still missing.
+    Made from full logits (N, V), it only indexes them.
+    """
+
+    def __init__(self, features: torch.Tensor | None = None, lm_head=None, logits: torch.Tensor | None = None):
+        self.features, self.lm_head, self.full = features, lm_head, logits  # features (N, h) or logits (N, V)
+        self.cache: dict[int, torch.Tensor] = {}
+        self.projected = 0  # rows put through lm_head, for tests and profiles
+
+    @classmethod
+    def of(cls, logits) -> "NodeLogits":
+        return logits if isinstance(logits, NodeLogits) else cls(logits=logits)
+
+    def prefetch(self, nodes: list[int]) -> None:
+        self.rows(nodes)
+
+    def rows(self, nodes: list[int]) -> torch.Tensor:
+        """(len(nodes), V) fp32 logits of these nodes."""
+        if self.full is not None:
+            return self.full[torch.as_tensor(nodes, dtype=torch.long, device=self.full.device)].float()
+        missing = [n for n in dict.fromkeys(nodes) if n not in self.cache]
+        if missing:
+            idx = torch.tensor(missing, dtype=torch.long, device=self.features.device)
+            out = self.lm_head(self.features[idx]).float()
+            self.projected += len(missing)
+            for n, row in zip(missing, out):
+                self.cache[n] = row
+        if not nodes:
+            return torch.empty(0, 0)
+        return torch.stack([self.cache[n] for n in nodes])
+
+
+def internal_nodes(tree: Tree) -> list[int]:
+    """Nodes with at least one child, ascending: the ones whose logits verification always reads."""
+    return sorted(set(tree.parents[1:].tolist())) if tree.size > 1 else []
+
+
+def verify_greedy(tree: Tree, logits: torch.Tensor | NodeLogits) -> tuple[torch.Tensor, int]:
     """Longest root-to-leaf prefix on which every drafted token equals the target's argmax at its parent.
 
-    logits: (N, V) target logits at the tree nodes. Returns (accepted node indices, root first; bonus token).
+    logits: (N, V) target logits at the tree nodes, or a NodeLogits that projects only the internal nodes and
+    the last accepted one. Returns (accepted node indices, root first; bonus token).
     """
-    pred = logits.argmax(-1)  # (N,)
+    logits = NodeLogits.of(logits)
+    internal = internal_nodes(tree)
+    pred = torch.full((tree.size,), -1, dtype=torch.long, device=tree.tokens.device)
+    if internal:
+        pred[torch.tensor(internal, device=pred.device)] = logits.rows(internal).argmax(-1).to(pred.device)
     paths = tree.paths  # (P, D + 1)
     drafted = paths[:, 1:]  # (P, D)
     match = (tree.tokens[drafted.clamp(min=0)] == pred[paths[:, :-1].clamp(min=0)]) & (drafted >= 0)
     n_acc = match.int().cumprod(dim=1).sum(dim=1)  # (P,) accepted drafts per path
     best = int(n_acc.argmax())
     nodes = paths[best, : int(n_acc[best]) + 1]
-    return nodes, int(pred[nodes[-1]])
+    last = int(nodes[-1])
+    bonus = int(pred[last]) if pred[last] >= 0 else int(logits.rows([last])[0].argmax())
+    return nodes, bonus
 
 
 def verify_sampling(
     tree: Tree, logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, int]:
-    """Multi-draft speculative sampling with deterministic (one-hot) drafts.
+    """Multi-draft speculative sampling with deterministic (one-hot) drafts; ``logits`` as in verify_greedy.
 
     At the current node, try its children in the draft's order: accept child x with probability p(x) under
     the current residual p; on rejection set p(x) = 0 and renormalise. If every child is rejected the bonus
     token is drawn from the residual; at a leaf it is drawn from the processed target distribution there.
     Each emitted token is then distributed exactly as p (docs/METHOD.md section 6).
     """
-    probs = process_logits(logits, sampling)  # (N, V)
+    logits = NodeLogits.of(logits)
     children = children_lists(tree.parents)
     tokens = tree.tokens.tolist()
+
+    def probs_at(n: int) -> torch.Tensor:  # processed only on the rows visited (a top-p sort per row)
+        return process_logits(logits.rows([n])[0], sampling)
+
     node, path = 0, [0]
     while True:
-        p = probs[node]
+        p = probs_at(node)
         kids = children[node]
         if not kids:
             return torch.tensor(path, device=tree.tokens.device), sample(p, generator)
@@ -83,5 +136,5 @@ def verify_sampling(
             p[x] = 0.0
         else:
             if p.sum() <= 0:  # every token with mass was drafted and (numerically) rejected
-                p = probs[node]
+                p = probs_at(node)
             return torch.tensor(path, device=tree.tokens.device), sample(p / p.sum(), generator)

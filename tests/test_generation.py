@@ -142,3 +142,48 @@ def test_cuda_greedy_equals_transformers():
     prompt = torch.randint(0, 128, (1, 11)).cuda()
     out = model.generate(prompt, max_new_tokens=40, eos_token_id=[])
     assert torch.equal(out.sequences, hf_greedy(target, prompt, 40))
+
+
+def test_the_target_head_runs_only_where_verification_reads_it(monkeypatch):
+    """Per cycle, lm_head projects the tree's internal nodes plus at most the bonus row, never the other leaves;
+    the output is still the plain greedy one."""
+    from hass import generation
+    from hass.verify import internal_nodes
+
+    target = tiny_target("llama", seed=3)
+    model = HassModel(target, tiny_draft(target).to(torch.bfloat16))  # drafts with its own head copy
+    prompt = torch.randint(0, 128, (1, 7))
+    expected = hf_greedy(target, prompt, 30)
+    rows, cycles = [], []
+    target.get_output_embeddings().register_forward_hook(lambda m, i, o: rows.append(i[0].shape[-2]))
+    real = generation.verify_greedy
+
+    def spy(tree, logits):
+        cycles.append((tree.size, len(internal_nodes(tree)), len(rows)))
+        return real(tree, logits)
+
+    monkeypatch.setattr(generation, "verify_greedy", spy)
+    out = model.generate(prompt, max_new_tokens=30, eos_token_id=[], tree=TreeConfig(16, 4, 4))
+    assert torch.equal(out.sequences, expected)
+    assert rows[0] == 1  # the prefill projects the prompt's last position only
+    ends = [c[2] - 1 for c in cycles[1:]] + [len(rows)]
+    for (size, internal, start), end in zip(cycles, ends):
+        projected = sum(rows[start - 1:end])  # the prefetch just before verify, then at most one bonus row
+        assert internal <= projected <= internal + 1 < size
+
+
+def test_draft_projections_are_prepared_once_per_model(monkeypatch):
+    from hass import generation
+
+    target = tiny_target("llama", seed=3)
+    model = HassModel(target, tiny_draft(target).to(torch.bfloat16))  # a cast draft needs its own head copy
+    calls = []
+    real = generation.draft_projections
+    monkeypatch.setattr(generation, "draft_projections", lambda *a: calls.append(1) or real(*a))
+    prompt = torch.randint(0, 128, (1, 5))
+    first = model.generate(prompt, max_new_tokens=8)
+    second = model.generate(prompt, max_new_tokens=8)
+    assert len(calls) == 1 and torch.equal(first.sequences, second.sequences)
+    model.draft_vocab = torch.arange(64)  # another draft vocabulary: prepared again
+    model.generate(prompt, max_new_tokens=8)
+    assert len(calls) == 2
