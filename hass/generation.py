@@ -190,10 +190,11 @@ class HassModel(nn.Module):
                 return int(logits.argmax())
             return sample(process_logits(logits, sampling), generator)
 
-        # prefill: target features of the whole prompt, and the first new token from its last position
+        # prefill: target features of the whole prompt, and the first new token from its last position. No
+        # mask is passed: the model builds its own causal one (SDPA's is_causal path materialises no
+        # prompt x prompt matrix, which would be 4 GB for a 32k prompt in fp32).
         positions = torch.arange(n_prompt, device=device)[None]
-        causal = hf.additive_mask(torch.ones(n_prompt, n_prompt, dtype=torch.bool, device=device).tril(), dtype)
-        features, logits = hf.target_forward(target, prompt, positions, causal[None, None], t_cache, n_prompt - 1)
+        features, logits = hf.target_forward(target, prompt, positions, None, t_cache, n_prompt - 1)
         root = pick(logits[0, -1])
         produced = 1
         yield [root]
@@ -204,9 +205,11 @@ class HassModel(nn.Module):
             next_tokens = torch.cat([prompt[:, 1:], prompt.new_tensor([[root]])], dim=1)
             hidden = draft(features.to(ddtype), draft_embed(next_tokens), positions, None, d_cache)[:, -1]  # (1, h)
 
+        limit = getattr(target.config, "max_position_embeddings", None)
         while True:
-            if draft is not None:
-                tree = expand_tree(draft, draft_embed, draft_head, hidden, d_cache, root, tree_cfg, self.draft_vocab)
+            cycle_cfg = tree_cfg if limit is None else _fit_tree(tree_cfg, limit - 1 - context)
+            if draft is not None and cycle_cfg is not None:
+                tree = expand_tree(draft, draft_embed, draft_head, hidden, d_cache, root, cycle_cfg, self.draft_vocab)
             else:
                 tree = _root_only(root, device)
             keep = torch.cat([torch.ones(tree.size, context, dtype=torch.bool, device=device), tree.mask], dim=1)
@@ -361,6 +364,21 @@ def draft_projections(embed: nn.Module, lm_head: nn.Module, dtype: torch.dtype, 
     bias = bias.to(dtype) if bias is not None else None
     embed_fn = embed if same else (lambda ids: embed(ids).to(dtype))
     return embed_fn, (lambda x: nn.functional.linear(x, weight, bias))
+
+
+def _fit_tree(cfg: TreeConfig, room: int) -> TreeConfig | None:
+    """The tree to draft when the deepest node may sit at most ``room`` positions past the root.
+
+    Near ``max_position_embeddings`` a full-depth tree would put nodes past it, where the target's own
+    decoding never goes and position-dependent RoPE scaling (dynamic / long-RoPE, which reads the largest
+    position of a forward) would change the numerics; so the tree gets shallower there, and with no room
+    the cycle verifies the root alone (plain decoding)."""
+    if room >= cfg.depth:
+        return cfg
+    if room < 1:
+        return None
+    shallow = TreeConfig(total_tokens=2, depth=room, top_k=cfg.top_k)
+    return TreeConfig(total_tokens=min(cfg.total_tokens, shallow.max_total_tokens), depth=room, top_k=cfg.top_k)
 
 
 def _root_only(root: int, device) -> Tree:

@@ -56,7 +56,7 @@ def target_forward(
     target: nn.Module,
     input_ids: torch.Tensor,  # (1, T)
     position_ids: torch.Tensor,  # (1, T)
-    attention_mask: torch.Tensor,  # (1, 1, T, S) additive float, S = cache length + T
+    attention_mask: torch.Tensor | None,  # (1, 1, T, S) additive float, S = cache length + T; None = causal
     cache: KVCache,
     logits_from: int | None = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -187,3 +187,22 @@ def test_draft_projections_are_prepared_once_per_model(monkeypatch):
     model.draft_vocab = torch.arange(64)  # another draft vocabulary: prepared again
     model.generate(prompt, max_new_tokens=8)
     assert len(calls) == 2
+
+
+def test_trees_stay_inside_the_context_near_a_dynamic_rope_limit():
+    """Dynamic RoPE rescales by the largest position of a forward, so a tree node past max_position_embeddings
+    would change the numerics: near the end trees get shallower, no position passes the limit, and the output
+    is still the target's own greedy decoding."""
+    target = tiny_target("llama", seed=5, max_position_embeddings=48,
+                         rope_parameters={"rope_type": "dynamic", "factor": 4.0, "rope_theta": 10000.0})
+    assert target.config.rope_parameters["rope_type"] == "dynamic"
+    seen = []
+    target.get_decoder().register_forward_pre_hook(lambda m, a, kw: seen.append(int(kw["position_ids"].max())),
+                                                   with_kwargs=True)
+    prompt = torch.randint(0, 128, (1, 30))
+    expected = hf_greedy(target, prompt, 18)  # fills the context: 30 + 18 = 48
+    seen.clear()
+    out = HassModel(target, tiny_draft(target)).generate(prompt, max_new_tokens=18, eos_token_id=[],
+                                                         tree=TreeConfig(20, 6, 4))
+    assert torch.equal(out.sequences, expected)
+    assert max(seen) <= 47 and max(seen) >= 44  # trees reached the end, none went past it
