@@ -71,8 +71,17 @@ class HassModel(nn.Module):
         attn_implementation: str = "sdpa",
         draft_dtype: torch.dtype | str | None = None,
         draft_vocab_size: int | str | None = None,
+        device_map: str | dict | None = None,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        **target_kwargs,
     ) -> "HassModel":
         """Load the target (any transformers causal LM folder), its tokenizer, and a draft (or None).
+
+        ``device_map`` (with any other ``target_kwargs``, e.g. ``offload_folder``), ``revision`` and
+        ``trust_remote_code`` go to transformers' ``from_pretrained``: with a device map, accelerate places the
+        target's layers (over several devices, or offloaded to CPU or disk), the KV cache allocates each layer's
+        buffers where its keys are, and the draft runs on ``device``.
 
         ``dtype`` is the target's precision: greedy output equals the target's own greedy decoding in it.
         ``draft_dtype`` (default: ``dtype``) is the draft's, including the vocabulary projection it drafts
@@ -105,10 +114,13 @@ class HassModel(nn.Module):
                                            AutoConfig.from_pretrained(base).vocab_size)
         draft = (DraftModel.from_pretrained(draft_model_path, dtype=draft_dtype, device=device)
                  if draft_model_path else None)
-        target = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, attn_implementation=attn_implementation)
-        target.to(device)
+        hub = {"revision": revision, "trust_remote_code": trust_remote_code}
+        target = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, attn_implementation=attn_implementation,
+                                                      device_map=device_map, **hub, **target_kwargs)
+        if device_map is None:
+            target.to(device)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(base)
+            tokenizer = AutoTokenizer.from_pretrained(base, **hub)
         except (OSError, ValueError):
             tokenizer = None  # a bare model folder: callers pass token ids
         return cls(target, draft, tokenizer, draft_vocab)

@@ -206,3 +206,20 @@ def test_trees_stay_inside_the_context_near_a_dynamic_rope_limit():
                                                          tree=TreeConfig(20, 6, 4))
     assert torch.equal(out.sequences, expected)
     assert max(seen) <= 47 and max(seen) >= 44  # trees reached the end, none went past it
+
+
+def test_a_target_with_offloaded_layers_gives_the_same_output(tmp_path):
+    """device_map goes to transformers (accelerate): layer 1 offloaded to disk, the rest on the CPU."""
+    target = tiny_target("llama", seed=3)
+    target.save_pretrained(tmp_path / "target")
+    tiny_draft(target).save_pretrained(tmp_path / "draft")
+    prompt = torch.randint(0, 128, (1, 6))
+    expected = hf_greedy(target, prompt, 12)
+    device_map = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
+                  "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    model = HassModel.from_pretrained(tmp_path / "target", tmp_path / "draft", dtype=torch.float32,
+                                      device_map=device_map, offload_folder=str(tmp_path / "offload"))
+    layer1 = model.target.get_decoder().layers[1]
+    assert next(layer1.parameters()).device.type == "meta"  # offloaded: its weights are loaded per forward
+    out = model.generate(prompt, max_new_tokens=12, eos_token_id=[], tree=TreeConfig(8, 3, 2))
+    assert torch.equal(out.sequences, expected)
