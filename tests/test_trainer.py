@@ -368,3 +368,18 @@ def test_train_bench_times_every_setting_on_the_same_batches(tiny, tmp_path, cap
     assert printed[-1].startswith("hass n=3: ") and ", eagle2 n=1: " in printed[-1]
     with pytest.raises(SystemExit):
         bench.main(["--target", str(tiny / "target"), "--data", str(tmp_path / "missing.jsonl")])
+
+
+def test_resuming_with_other_settings_or_data_is_refused_naming_them(tiny, tmp_path):
+    kw = dict(max_steps=2, save_every=1, eval_fraction=0.0)
+    train(config(tiny, tmp_path / "run", **kw))
+    with pytest.raises(ValueError, match=r"lr: 0.003 there, 0.001 now"):
+        train(config(tiny, tmp_path / "run", resume="auto", **dict(kw, lr=1e-3)))
+    other = tmp_path / "other.jsonl"
+    write_prepared(other, {"tokenizer": "none", "max_length": 64}, pattern_samples(120, seed=9))
+    with pytest.raises(ValueError, match="data: .* there, .* now.*token ids differ|token ids differ"):
+        train(config(tiny, tmp_path / "run", resume="auto", **dict(kw, data=str(other))))
+    with pytest.raises(ValueError, match="target: .*target.* there, .*other_target.* now"):
+        train(config(tiny, tmp_path / "run", resume="auto", **dict(kw, target=str(tiny / "other_target"))))
+    # how often it saves or evaluates may change
+    train(config(tiny, tmp_path / "run", resume="auto", **dict(kw, save_every=2)))

@@ -35,7 +35,7 @@ from hass.files import atomic_write_text, save_figure
 from hass.losses import feature_noise
 from train.config import DTYPES, TrainConfig, load_config
 from train.data import read_prepared, split_train_eval
-from train.features import FeatureStore, compute_features, target_fingerprint
+from train.features import FeatureStore, compute_features, data_fingerprint, target_fingerprint
 
 TERMS = ("loss", "reg", "cls", "topk", "acc")
 
@@ -104,6 +104,9 @@ class Run:
         self.samples, self.train_set, self.eval_set = load_samples(cfg)
         target_path = _resolve_target(cfg.target)
         target_config = AutoConfig.from_pretrained(target_path)
+        # what a resumed checkpoint must have been trained on (checked in load)
+        self.identity = {"data_sha256": data_fingerprint(self.samples),
+                         "target": target_fingerprint(target_config, str(target_path))}
         self.draft = _build_draft(cfg, target_config)
         self.store = None
         if cfg.features:
@@ -236,7 +239,8 @@ class Run:
             if self.engine is None:
                 torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
                            tmp / "optimizer.pt")
-            (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step, "world": self.world}) + "\n")
+            (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step, "world": self.world,
+                                                                **self.identity}) + "\n")
             (tmp / "train_config.json").write_text(json.dumps(dataclasses.asdict(self.cfg), indent=2) + "\n")
             if dest.exists():
                 old = self.out / f".{name}.old"
@@ -256,6 +260,11 @@ class Run:
 
     def load(self, folder: Path) -> None:
         state = json.loads((folder / "trainer_state.json").read_text())
+        differences = resume_differences(folder, self.cfg, state, self.identity)
+        if differences:
+            raise ValueError(f"cannot resume from {folder}: it was trained with other settings or inputs "
+                             f"({'; '.join(differences)}); resume with the same ones, or start a new stage "
+                             f"from its weights with init_from")
         if state["world"] != self.world:
             raise ValueError(f"{folder} was written by {state['world']} processes, this run has {self.world}: "
                              f"the data order would change; resume with the same number of processes")
@@ -285,6 +294,29 @@ def _accumulate(sums: dict, terms: list[dict], loss: torch.Tensor) -> None:
             sums[f"{key}_s{s}"] = sums.get(f"{key}_s{s}", 0.0) + float(t[key].detach())
     if "outside" in terms[0]:  # draft vocabulary: share of positions whose target top-1 it cannot propose
         sums["outside"] = sums.get("outside", 0.0) + float(terms[0]["outside"])
+
+
+# Settings a resumed run may change: how often it logs, saves and evaluates, and how it runs, not what it trains.
+RESUME_MAY_CHANGE = ("resume", "output_dir", "eval_every", "save_every", "keep_checkpoints", "threads", "plot",
+                     "eval_max_batches")
+
+
+def resume_differences(folder: Path, cfg: TrainConfig, state: dict, identity: dict) -> list[str]:
+    """What differs between the run that wrote checkpoint ``folder`` and this one: its settings
+    (train_config.json, all but RESUME_MAY_CHANGE), its data (sha256 of the token ids) and its target."""
+    out = []
+    saved_path = folder / "train_config.json"
+    if saved_path.is_file():
+        saved = json.loads(saved_path.read_text())
+        mine = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples as lists, like the saved file
+        for key in sorted(set(saved) | set(mine)):
+            if key not in RESUME_MAY_CHANGE and saved.get(key) != mine.get(key):
+                out.append(f"{key}: {saved.get(key)!r} there, {mine.get(key)!r} now")
+    if "data_sha256" in state and state["data_sha256"] != identity["data_sha256"]:
+        out.append("the data file's token ids differ")
+    if "target" in state and state["target"] != identity["target"]:
+        out.append(f"target: {state['target']} there, {identity['target']} now")
+    return out
 
 
 def copy_target_layer(target, draft: DraftModel) -> None:
