@@ -21,6 +21,7 @@ from .config import SamplingConfig, TreeConfig
 from .draft import DraftModel
 from .draft_vocab import check_draft_vocab, draft_vocab_from, trained_vocab_size
 from .errors import CheckpointError
+from .kernels import pack_linears
 from .precision import fast_draft_dtype
 from .tree import Tree, build_tree, select_tree
 from .verify import NodeLogits, internal_nodes, process_logits, sample, verify_greedy, verify_sampling
@@ -75,6 +76,7 @@ class HassModel(nn.Module):
         device_map: str | dict | None = None,
         revision: str | None = None,
         trust_remote_code: bool = False,
+        cpu_kernels: str = "default",
         **target_kwargs,
     ) -> "HassModel":
         """Load the target (any transformers causal LM folder), its tokenizer, and a draft (or None).
@@ -83,6 +85,8 @@ class HassModel(nn.Module):
         ``trust_remote_code`` go to transformers' ``from_pretrained``: with a device map, accelerate places the
         target's layers (over several devices, or offloaded to CPU or disk), the KV cache allocates each layer's
         buffers where its keys are, and the draft runs on ``device``.
+        ``cpu_kernels="onednn"`` packs the target's linear layers for oneDNN (hass.kernels): on a CPU, tree
+        forwards and prefills get 1.4-1.7x faster, one-token steps stay as they are; inference only.
 
         ``dtype`` is the target's precision. In fp32 greedy output equals the target's own greedy decoding token
         for token (tested). In bf16 / fp16 a tree forward and a one-token forward round differently, so at a
@@ -122,8 +126,12 @@ class HassModel(nn.Module):
         hub = {"revision": revision, "trust_remote_code": trust_remote_code}
         target = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, attn_implementation=attn_implementation,
                                                       device_map=device_map, **hub, **target_kwargs)
+        if cpu_kernels not in ("default", "onednn"):
+            raise ValueError(f"cpu_kernels must be 'default' or 'onednn', got {cpu_kernels!r}")
         if device_map is None:
             target.to(device)
+        if cpu_kernels == "onednn":
+            pack_linears(target)  # raises where it does not apply (a GPU, fp16)
         try:
             tokenizer = AutoTokenizer.from_pretrained(base, **hub)
         except (OSError, ValueError):

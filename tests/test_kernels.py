@@ -1,0 +1,42 @@
+"""hass.kernels: oneDNN-packed linear layers compute the same products; speculative greedy stays plain greedy."""
+import pytest
+import torch
+from torch import nn
+
+from conftest import tiny_draft, tiny_target
+from hass import HassModel, TreeConfig
+from hass.kernels import PackedLinear, pack_linears
+
+
+def greedy(target, prompt, n):
+    return target.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, do_sample=False,
+                           eos_token_id=None, pad_token_id=0)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 9])
+def test_a_packed_linear_computes_the_same_product(rows):
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 96)
+    packed = PackedLinear(linear, min_rows=2)
+    x = torch.randn(1, rows, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(packed(x), linear(x), rtol=1e-5, atol=1e-5)
+        if rows == 1:  # fewer rows than min_rows: the plain product, bit for bit
+            assert torch.equal(packed(x), linear(x))
+    assert packed.weight is linear.weight  # shared, so a tied lm_head stays tied
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_speculative_greedy_with_packed_kernels_equals_plain_greedy(family):
+    target = tiny_target(family, seed=2)
+    draft = tiny_draft(target)
+    prompt = torch.randint(0, 128, (1, 9), generator=torch.Generator().manual_seed(4))
+    expected = greedy(target, prompt, 24)
+    assert pack_linears(target) == 2 * 7 + 1  # q k v o gate up down per layer, and lm_head
+    out = HassModel(target, draft).generate(prompt, max_new_tokens=24, eos_token_id=[], tree=TreeConfig(12, 4, 3))
+    assert torch.equal(out.sequences, expected)
+
+
+def test_packing_is_refused_where_it_does_not_apply():
+    with pytest.raises(ValueError, match="fp32 or bf16"):
+        pack_linears(tiny_target("llama").half())
