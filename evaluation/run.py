@@ -55,6 +55,7 @@ from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 import hass
 from hass import DraftModel, HassModel, TreeConfig
 from hass.draft_vocab import COUNTS_FILE, draft_vocab_from, trained_vocab_size
+from hass.kernels import plain_kernels
 from hass.precision import DTYPE_NAMES, bf16_is_fast, resolve_dtype_name
 
 from .benchmarks import (
@@ -128,6 +129,7 @@ class EvalConfig:
     dtype: str = "bf16"
     draft_dtype: str | None = None  # None = dtype; the draft's precision never changes the output
     draft_vocab_size: int | None = None  # draft only the N most frequent tokens (hass.draft_vocab); None = all
+    cpu_kernels: str = "default"  # "onednn": the target's linear layers packed (hass.kernels); hf keeps the plain ones
     device: str = "cpu"
     seed: int = 0
     questions: int | None = None  # the first N questions; None = all
@@ -149,6 +151,11 @@ class EvalConfig:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         if self.draft_dtype is not None and self.draft_dtype not in DTYPES:
             raise ValueError(f"unknown draft dtype {self.draft_dtype!r}; choose one of {', '.join(DTYPES)}")
+        if self.cpu_kernels not in ("default", "onednn"):
+            raise ValueError(f"unknown cpu kernels {self.cpu_kernels!r}; choose default or onednn")
+        if self.cpu_kernels == "onednn" and (self.device != "cpu" or self.dtype not in ("fp32", "bf16")):
+            raise ValueError(f"--cpu-kernels onednn packs fp32 / bf16 weights on the CPU; this run is {self.dtype} "
+                             f"on {self.device}")
         if self.template not in TEMPLATES:
             raise ValueError(f"unknown template {self.template!r}; choose one of {', '.join(TEMPLATES)}")
         if not self.temperature >= 0:
@@ -263,7 +270,8 @@ def hf_runner(target, cfg: EvalConfig, eos: list[int], pad: int, lookup: int | N
         log = ForwardLog()
         handle = target.register_forward_pre_hook(log.hook, with_kwargs=True)
         try:
-            out = target.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=gen_cfg)
+            with plain_kernels():  # transformers' generate with its own kernels, packed or not
+                out = target.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=gen_cfg)
         finally:
             handle.remove()
         ids = _cut_at_eos(out[0, prompt.shape[1]:].tolist(), eos)
@@ -346,6 +354,7 @@ def header_differences(a: dict, b: dict) -> list[tuple[str, object, object]]:
     configurations (all but RESUME_IGNORES) and their question files."""
     def what(header: dict) -> dict:
         config = json.loads(json.dumps(header["config"]))  # tuples -> lists, as a file holds them
+        config.setdefault("cpu_kernels", "default")  # files written before the setting existed
         return {k: v for k, v in config.items() if k not in RESUME_IGNORES} | {
             "question_file_sha256": header.get("question_file_sha256")}
     wa, wb = what(a), what(b)
@@ -407,7 +416,8 @@ def generate_answers(cfg: EvalConfig, plan: Plan) -> int:
         print(f"{out}: every question is already answered")
         return 0
     torch.manual_seed(cfg.seed)
-    plain = HassModel.from_pretrained(cfg.base, None, dtype=DTYPES[cfg.dtype], device=cfg.device)
+    plain = HassModel.from_pretrained(cfg.base, None, dtype=DTYPES[cfg.dtype], device=cfg.device,
+                                      cpu_kernels=cfg.cpu_kernels)
     tokenizer, target = plain.tokenizer, plain.target
     eos = eos_ids(tokenizer, target)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
@@ -476,6 +486,9 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     p.add_argument("--draft-vocab", type=int, default=None,
                    help="draft only the N tokens most frequent in the draft's training answers (default: the N the "
                         "draft was trained over, else all)")
+    p.add_argument("--cpu-kernels", default="default", choices=("default", "onednn"),
+                   help="onednn: pack the target's linear layers for oneDNN (faster fp32 tree forwards on a CPU; "
+                        "hass.kernels); vanilla and hass use them, hf keeps transformers' own")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--questions", type=int, default=None, help="only the first N questions (default all)")
@@ -498,7 +511,8 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
             base=args.base, draft=args.draft, bench=args.bench, out=args.out,
             methods=split_methods(args.methods),
             temperature=args.temperature, total_tokens=args.total_tokens, depth=args.depth, top_k=args.top_k,
-            dtype=args.dtype, draft_dtype=args.draft_dtype, draft_vocab_size=args.draft_vocab, device=args.device, seed=args.seed, full=args.full,
+            dtype=args.dtype, draft_dtype=args.draft_dtype, draft_vocab_size=args.draft_vocab,
+            cpu_kernels=args.cpu_kernels, device=args.device, seed=args.seed, full=args.full,
             first_question=args.first_question, template=args.template,
             question_file=args.question_file, **resolved,
         )

@@ -11,10 +11,27 @@ kernels, so greedy output stays the target's own (tests/test_kernels.py).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.mkldnn import MkldnnLinear
+
+
+_ENABLED = [True]
+
+
+@contextmanager
+def plain_kernels() -> Iterator[None]:
+    """Inside this block every PackedLinear computes with the plain product: e.g. to time transformers' own
+    ``generate`` on a model whose layers are packed, with the kernels it would have had."""
+    _ENABLED.append(False)
+    try:
+        yield
+    finally:
+        _ENABLED.pop()
 
 
 class PackedLinear(nn.Module):
@@ -29,7 +46,8 @@ class PackedLinear(nn.Module):
             self.packed = MkldnnLinear(linear, linear.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 2 or x.numel() // x.shape[-1] < self.min_rows or x.requires_grad or x.dtype != self.weight.dtype:
+        if (not _ENABLED[-1] or x.dim() < 2 or x.numel() // x.shape[-1] < self.min_rows or x.requires_grad
+                or x.dtype != self.weight.dtype):
             return F.linear(x, self.weight, self.bias)
         shape = x.shape
         return self.packed(x.reshape(-1, shape[-1])).reshape(*shape[:-1], self.out_features)

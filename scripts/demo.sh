@@ -10,6 +10,8 @@
 #   The tree defaults to 8 / 4 / 2, the fastest on a 2-core CPU in our sweep (README, Results); the paper's is
 #   TOTAL_TOKENS=60 DEPTH=6 TOP_K=10. The draft proposes from the DRAFT_VOCAB=16384 most frequent answer tokens
 #   (hass.draft_vocab: drafting costs half, the output is unchanged); DRAFT_VOCAB=all drafts over all 49,152.
+#   CPU_KERNELS=onednn (the default with DTYPE=fp32) packs the target's linear layers for oneDNN (hass.kernels):
+#   fp32 tree verification then costs about one plain step; vanilla uses the same kernels, hf its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -26,4 +28,5 @@ benches="$(python -m evaluation.benchmarks "${BENCHES:-mt_bench,humaneval,gsm8k}
 METHODS=${METHODS:-hass,vanilla,hf} TEMPERATURES=0 OUT="$out" PYTHON=python \
   bash scripts/eval.sh SmolLM2-135M-Instruct "$draft" "$benches" \
   --questions "${QUESTIONS:-3}" --max-new-tokens "${MAX_NEW_TOKENS:-128}" --dtype "${DTYPE:-fp32}" --draft-dtype "${DRAFT_DTYPE:-bf16}" --warmup 1 \
-  --total-tokens "${TOTAL_TOKENS:-8}" --depth "${DEPTH:-4}" --top-k "${TOP_K:-2}" "${vocab[@]}"
+  --total-tokens "${TOTAL_TOKENS:-8}" --depth "${DEPTH:-4}" --top-k "${TOP_K:-2}" "${vocab[@]}" \
+  --cpu-kernels "${CPU_KERNELS:-$([[ "${DTYPE:-fp32}" == fp32 ]] && echo onednn || echo default)}"

@@ -71,3 +71,18 @@ def test_draft_vocab_sizes_are_timed_side_by_side(tmp_path, capsys):
         drafting = ms[f"drafting {row['tree']}"]
         assert row["cycle_ms"] == pytest.approx(ms[f"target forward T={name.split('/')[0]}"] + drafting
                                                 + ms["draft consume (2 tokens)"])
+
+
+def test_packed_kernels_are_timed_side_by_side_and_verify_reads_internal_rows(tmp_path):
+    target = tiny_target("llama")
+    target.save_pretrained(tmp_path / "target")
+    tiny_draft(target).save_pretrained(tmp_path / "draft")
+    out = tmp_path / "cost.json"
+    main(["--base", str(tmp_path / "target"), "--draft", str(tmp_path / "draft"), "--trees", "10/3/3",
+          "--context", "8", "--repeats", "1", "--cpu-kernels", "default,onednn", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert [r["tree"] for r in saved["trees"]] == ["10/3/3", "10/3/3 [kernels=onednn]"]
+    assert {"vanilla step", "vanilla step [kernels=onednn]", "target forward T=10 [kernels=onednn]"} <= set(saved["milliseconds"])
+    assert all(2 <= r["logit_rows"] < 10 for r in saved["trees"])  # internal nodes + the bonus row, not all 10
+    with pytest.raises(SystemExit):
+        main(["--base", str(tmp_path / "target"), "--draft", str(tmp_path / "draft"), "--cpu-kernels", "fast"])
