@@ -383,3 +383,17 @@ def test_resuming_with_other_settings_or_data_is_refused_naming_them(tiny, tmp_p
         train(config(tiny, tmp_path / "run", resume="auto", **dict(kw, target=str(tiny / "other_target"))))
     # how often it saves or evaluates may change
     train(config(tiny, tmp_path / "run", resume="auto", **dict(kw, save_every=2)))
+
+
+def test_eval_data_is_held_out_from_training_and_evaluated(tiny, tmp_path):
+    samples = pattern_samples(120)
+    held = tmp_path / "held.jsonl"
+    write_prepared(held, {"tokenizer": "none", "max_length": 64}, samples[:10])  # ids "0".."9"
+    run = Run(config(tiny, tmp_path / "run", max_steps=2, eval_data=str(held)))
+    assert {s["id"] for s in run.eval_set} == {str(i) for i in range(10)}
+    assert not {s["id"] for s in run.train_set} & {str(i) for i in range(10)}
+    assert len(run.train_set) == 110
+    record = run.evaluate()
+    assert 0 <= record["acc_s3"] <= 1
+    with pytest.raises(ValueError, match="eval_data"):
+        Run(config(tiny, tmp_path / "x", eval_data=str(tmp_path / "missing.jsonl")))

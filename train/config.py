@@ -55,6 +55,7 @@ class TrainConfig:
     draft_vocab_size: int = 0  # N > 0: train and draft over the N most frequent answer tokens of the train split
     seed: int = 0
     eval_fraction: float = 0.02
+    eval_data: str | None = None  # a prepared file to evaluate on instead (its dialogue ids are left out of training)
     eval_every: int = 0  # optimiser steps between evaluations; 0 = only at the end
     eval_max_batches: int = 50
     save_every: int = 0  # optimiser steps between checkpoints; 0 = only at the end

@@ -73,6 +73,16 @@ def load_samples(cfg: TrainConfig) -> tuple[list[dict], list[dict], list[dict]]:
     if not usable:
         raise ValueError(f"{cfg.data}: no usable record among {len(samples)}: none has an assistant token "
                          f"followed by another token within max_length={cfg.max_length}")
+    if cfg.eval_data:  # held out elsewhere (e.g. the target's own answers, for any training data)
+        if not Path(cfg.eval_data).is_file():
+            raise ValueError(f"eval_data {cfg.eval_data!r} does not exist")
+        _, held_out = read_prepared(cfg.eval_data)
+        held_ids = {s["id"] for s in held_out}
+        train_set = [s for s in usable if s["id"] not in held_ids]
+        if not train_set:
+            raise ValueError(f"{cfg.data}: every record's id is in eval_data {cfg.eval_data}; nothing to train on")
+        eval_set = [dict(s, index=-1 - i) for i, s in enumerate(held_out)]  # not in the feature store
+        return samples, train_set, eval_set
     train_set, eval_set = split_train_eval(usable, cfg.eval_fraction, cfg.seed)
     return samples, train_set, eval_set
 
@@ -147,7 +157,7 @@ class Run:
     def terms(self, draft, batch: Batch, generator: torch.Generator | None) -> list[dict[str, torch.Tensor]]:
         """HCA loss terms of a batch; noise on the input features only when a generator is given."""
         batch = batch.to(self.device)
-        if self.store is None:
+        if self.store is None or min(batch.indices) < 0:  # online, or eval_data samples the store does not hold
             f = compute_features(self.target, batch.input_ids, batch.valid)  # (B, T, h)
         else:
             f = torch.zeros(*batch.input_ids.shape, self.store.hidden_size, dtype=DTYPES[self.cfg.target_dtype])
