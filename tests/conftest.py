@@ -5,6 +5,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from evaluation.synthetic import make_perfect
 from hass import DraftModel
 
 # Tiny models gain nothing from intra-op threads, and on a loaded 2-core machine spinning OpenMP workers make
@@ -46,32 +47,11 @@ def tiny_draft(target, seed: int = 1) -> DraftModel:
 
 
 def perfect_pair(family: str = "llama", seed: int = 0):
-    """A target whose next token depends only on the current token, and a draft that computes it exactly.
-
-    Every target layer's attention output is zeroed and the second layer's MLP too, so the target's
-    pre-norm hidden state at t is h(x_t) = E(x_t) + MLP_1(norm(E(x_t))). The draft copies layer 1 with
-    fc = [I, 0] and a zero attention output, so g_t = h(x_{t+1}) exactly; lm_head(g) is a positive multiple of
-    the target's logits (the final RMSNorm only rescales), so the argmax and the top-k ranking agree and every
-    drafted chain of greedy tokens is accepted in full.
-    """
+    """A target whose next token depends only on the current token, and a draft that computes it exactly, so
+    every drafted chain of greedy tokens is accepted in full (evaluation.synthetic.make_perfect)."""
     target = tiny_target(family, seed=seed)
     draft = tiny_draft(target)
-    layers = target.get_decoder().layers
-    with torch.no_grad():
-        # Large embeddings make the draft's own distributions sharp, so deep chains outscore wide siblings.
-        target.get_input_embeddings().weight.mul_(200.0)
-        for layer in layers:
-            layer.self_attn.o_proj.weight.zero_()
-        layers[1].mlp.down_proj.weight.zero_()
-        h = target.config.hidden_size
-        draft.fc.weight.zero_()
-        draft.fc.weight[:, :h] = torch.eye(h)
-        if draft.fc.bias is not None:
-            draft.fc.bias.zero_()
-        d_layer = draft.layers[0]
-        d_layer.mlp.load_state_dict(layers[0].mlp.state_dict())
-        d_layer.post_attention_layernorm.load_state_dict(layers[0].post_attention_layernorm.state_dict())
-        d_layer.self_attn.o_proj.weight.zero_()
+    make_perfect(target, draft)
     return target, draft
 
 

@@ -86,3 +86,18 @@ def test_packed_kernels_are_timed_side_by_side_and_verify_reads_internal_rows(tm
     assert all(2 <= r["logit_rows"] < 10 for r in saved["trees"])  # internal nodes + the bonus row, not all 10
     with pytest.raises(SystemExit):
         main(["--base", str(tmp_path / "target"), "--draft", str(tmp_path / "draft"), "--cpu-kernels", "fast"])
+
+
+def test_gpu_speed_smoke_run_on_the_cpu(tmp_path, capsys):
+    """evaluation.gpu_speed (run on a GPU by scripts/device_check.sh), on a 2-layer shape: every table is
+    there, the perfect draft is accepted to full depth and the output is plain decoding's."""
+    from evaluation import gpu_speed
+
+    out = tmp_path / "speed.md"
+    gpu_speed.main(["--device", "cpu", "--dtype", "fp32", "--layers", "2", "--vocab", "512", "--tokens", "1,8",
+                    "--trees", "8/4/2", "--context", "16", "--new-tokens", "20", "--repeats", "1", "--out", str(out)])
+    saved = json.loads((tmp_path / "speed.md.json").read_text())
+    assert set(saved["forward_ms"]) == {"1", "8"}
+    tree = saved["trees"]["8/4/2"]
+    assert tree["identical"] and tree["tau"] > 3  # depth 4: up to 5 tokens per forward
+    assert "| 8/4/2 |" in out.read_text()
