@@ -135,7 +135,6 @@ def test_bf16_draft_with_fp32_target_is_exact(family):
 
 
 @pytest.mark.gpu
-@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_greedy_equals_transformers():
     target = tiny_target("llama").cuda()
