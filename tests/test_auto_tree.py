@@ -1,0 +1,78 @@
+"""hass.auto_tree: the expected accept length, the candidate trees, the choice (pure functions), the record
+beside a draft, and the evaluation CLI that times the candidates."""
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_draft, tiny_target
+from hass import CheckpointError, TreeConfig
+from hass.auto_tree import candidates, choose_tree, expected_accept_length, load_acceptance, save_acceptance
+
+
+def test_expected_accept_length_by_hand():
+    assert expected_accept_length([0.5, 0.5], 2) == pytest.approx(1 + 0.5 + 0.25)
+    assert expected_accept_length([0.5, 0.5], 1) == pytest.approx(1.5)
+    assert expected_accept_length([1.0, 1.0, 1.0], 3) == 4.0
+    with pytest.raises(ValueError):
+        expected_accept_length([0.5], 2)
+
+
+def test_candidates_include_shallower_trees_of_the_same_width():
+    got = candidates({"8/4/2": [0.5, 0.4, 0.3, 0.2]})
+    assert set(got) == {TreeConfig(3, 1, 2), TreeConfig(7, 2, 2), TreeConfig(8, 3, 2), TreeConfig(8, 4, 2)}
+    assert got[TreeConfig(3, 1, 2)] == pytest.approx(1.5)
+    assert got[TreeConfig(8, 4, 2)] == pytest.approx(1 + 0.5 + 0.2 + 0.06 + 0.012)
+
+
+def test_choose_the_most_tokens_per_second_or_plain_decoding():
+    a, b = TreeConfig(8, 4, 2), TreeConfig(60, 6, 10)
+    taus = {a: 1.5, b: 2.0}
+    choice = choose_tree(taus, {a: 60.0, b: 150.0}, step_ms=50.0)
+    assert choice.tree == a and choice.speedup == pytest.approx(1.5 * 50 / 60)  # 1.25x beats 0.67x
+    assert [r[0] for r in choice.table] == ["8/4/2", "60/6/10"]
+    choice = choose_tree(taus, {a: 90.0, b: 150.0}, step_ms=50.0)
+    assert choice.tree is None and choice.speedup == 1.0  # no tree beats one token per step
+    with pytest.raises(ValueError, match="no cycle time"):
+        choose_tree(taus, {a: 60.0}, step_ms=50.0)
+
+
+def test_the_record_beside_a_draft(tmp_path):
+    with pytest.raises(CheckpointError, match="record_acceptance"):
+        load_acceptance(tmp_path)
+    save_acceptance(tmp_path, TreeConfig(8, 4, 2), [0.5, 0.4, 0.3, 0.2], {"answers": "x.jsonl"})
+    save_acceptance(tmp_path, TreeConfig(10, 3, 3), [0.6, 0.5, 0.4], {"answers": "y.jsonl"})
+    assert load_acceptance(tmp_path) == {"8/4/2": [0.5, 0.4, 0.3, 0.2], "10/3/3": [0.6, 0.5, 0.4]}
+    with pytest.raises(ValueError, match="depth 4 needs 4 rates"):
+        save_acceptance(tmp_path, TreeConfig(8, 4, 2), [0.5], {})
+
+
+def test_record_from_answers_then_choose_on_this_machine(tmp_path, monkeypatch, capsys):
+    from evaluation import auto_tree, record_acceptance, run
+    from test_evaluation import tiny_tokenizer
+
+    target = tiny_target("llama")
+    target.generation_config.eos_token_id = [2, 6]
+    target.save_pretrained(tmp_path / "target")
+    tiny_tokenizer().save_pretrained(tmp_path / "target")
+    tiny_draft(target).save_pretrained(tmp_path / "draft")
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"question_id": i, "category": "x", "turns": [f"w{i} w9 w10"]}) + "\n"
+                                 for i in range(10, 13)))
+    answers = tmp_path / "a.jsonl"
+    run.main(["--base", str(tmp_path / "target"), "--draft", str(tmp_path / "draft"), "--bench", "gsm8k",
+              "--question-file", str(questions), "--methods", "hass", "--dtype", "fp32", "--total-tokens", "6",
+              "--depth", "3", "--top-k", "2", "--max-new-tokens", "12", "--warmup", "0", "--out", str(answers)])
+    record_acceptance.main([str(answers), "--draft", str(tmp_path / "draft")])
+    rates = load_acceptance(tmp_path / "draft")["6/3/2"]
+    assert len(rates) == 3 and all(0 <= r <= 1 for r in rates)
+    monkeypatch.setenv("HASS_CACHE", str(tmp_path / "cache"))
+    args = ["--base", str(tmp_path / "target"), "--draft", str(tmp_path / "draft"), "--dtype", "fp32",
+            "--draft-dtype", "fp32", "--context", "8", "--repeats", "1"]
+    capsys.readouterr()
+    auto_tree.main(args)
+    first = capsys.readouterr().out
+    assert first.strip().splitlines()[-1].startswith("tree ") and "| 6/3/2 |" in first and "| 3/1/2 |" in first
+    assert any((tmp_path / "cache" / "auto_tree").iterdir())
+    auto_tree.main(args)  # the second call reads the cached timings
+    assert capsys.readouterr().out == first
