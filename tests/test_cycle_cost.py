@@ -29,10 +29,15 @@ def test_measure_times_every_piece_and_derives_break_even():
     # repeat can invert it; the costs themselves are measured by the script, side by side
 
 
-def test_cli_writes_json_and_rejects_bad_trees(tmp_path, capsys):
+def saved_models(tmp_path):
+    """A tiny target and draft in tmp_path/target and tmp_path/draft."""
     target = tiny_target("llama")
     target.save_pretrained(tmp_path / "target")
     tiny_draft(target).save_pretrained(tmp_path / "draft")
+
+
+def test_cli_writes_json_and_rejects_bad_trees(tmp_path, capsys):
+    saved_models(tmp_path)
     out = tmp_path / "cost.json"
     main(["--base", str(tmp_path / "target"), "--draft", str(tmp_path / "draft"), "--trees", "6/3/2",
           "--context", "8", "--repeats", "1", "--draft-dtype", "bf16", "--out", str(out)])
@@ -49,9 +54,7 @@ def test_cli_writes_json_and_rejects_bad_trees(tmp_path, capsys):
 
 
 def test_draft_vocab_sizes_are_timed_side_by_side(tmp_path, capsys):
-    target = tiny_target("llama")
-    target.save_pretrained(tmp_path / "target")
-    tiny_draft(target).save_pretrained(tmp_path / "draft")
+    saved_models(tmp_path)
     args = ["--base", str(tmp_path / "target"), "--draft", str(tmp_path / "draft"), "--trees", "6/3/2,5/4/1",
             "--context", "8", "--repeats", "1", "--out", str(tmp_path / "cost.json")]
     with pytest.raises(SystemExit):  # no token counts beside the draft yet
@@ -74,9 +77,7 @@ def test_draft_vocab_sizes_are_timed_side_by_side(tmp_path, capsys):
 
 
 def test_packed_kernels_are_timed_side_by_side_and_verify_reads_internal_rows(tmp_path):
-    target = tiny_target("llama")
-    target.save_pretrained(tmp_path / "target")
-    tiny_draft(target).save_pretrained(tmp_path / "draft")
+    saved_models(tmp_path)
     out = tmp_path / "cost.json"
     main(["--base", str(tmp_path / "target"), "--draft", str(tmp_path / "draft"), "--trees", "10/3/3",
           "--context", "8", "--repeats", "1", "--cpu-kernels", "default,onednn", "--out", str(out)])
