@@ -86,7 +86,8 @@ class HassModel(nn.Module):
         target's layers (over several devices, or offloaded to CPU or disk), the KV cache allocates each layer's
         buffers where its keys are, and the draft runs on ``device``.
         ``cpu_kernels="onednn"`` packs the target's linear layers for oneDNN (hass.kernels): on a CPU, tree
-        forwards and prefills get 1.4-1.7x faster, one-token steps stay as they are; inference only.
+        forwards and prefills get 1.2-1.7x faster in fp32 (slower in bf16), one-token steps stay as they are;
+        inference only.
 
         ``dtype`` is the target's precision. In fp32 greedy output equals the target's own greedy decoding token
         for token (tested). In bf16 / fp16 a tree forward and a one-token forward round differently, so at a

@@ -2,7 +2,7 @@
 
 On a CPU, ``F.linear`` re-lays out the weight for every call; oneDNN can keep a copy packed in its own layout
 once (``torch.utils.mkldnn``). Measured on a 2-core AVX512-BF16 EPYC with SmolLM2-135M in fp32 (``python -m
-evaluation.kernel_bench``), the packed products make an 8- or 60-token forward 1.4-1.5x faster, while a
+evaluation.kernel_bench``), the packed products make an 8- to 60-token forward 1.2-1.7x faster, while a
 1-token forward is not faster (oneDNN's reorder of the activation costs more than it saves at one row). So
 :class:`PackedLinear` keeps both: the plain weight for inputs of fewer than ``min_rows`` rows (the one-token
 steps of plain decoding and the draft's consume) and the packed copy for the rest (tree forwards, prefills).
