@@ -124,11 +124,14 @@ class HassModel(nn.Module):
                                            AutoConfig.from_pretrained(base).vocab_size)
         draft = (DraftModel.from_pretrained(draft_model_path, dtype=draft_dtype, device=device)
                  if draft_model_path else None)
+        if cpu_kernels not in ("default", "onednn"):  # checked before any weights load
+            raise ValueError(f"cpu_kernels must be 'default' or 'onednn', got {cpu_kernels!r}")
+        if cpu_kernels == "onednn" and (torch.device(device).type != "cpu"
+                                        or dtype not in (torch.float32, torch.bfloat16)):
+            raise ValueError(f"cpu_kernels='onednn' packs fp32 / bf16 weights on the CPU, not {dtype} on {device}")
         hub = {"revision": revision, "trust_remote_code": trust_remote_code}
         target = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, attn_implementation=attn_implementation,
                                                       device_map=device_map, **hub, **target_kwargs)
-        if cpu_kernels not in ("default", "onednn"):
-            raise ValueError(f"cpu_kernels must be 'default' or 'onednn', got {cpu_kernels!r}")
         if device_map is None:
             target.to(device)
         if cpu_kernels == "onednn":

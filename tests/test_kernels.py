@@ -40,3 +40,11 @@ def test_speculative_greedy_with_packed_kernels_equals_plain_greedy(family):
 def test_packing_is_refused_where_it_does_not_apply():
     with pytest.raises(ValueError, match="fp32 or bf16"):
         pack_linears(tiny_target("llama").half())
+
+
+def test_from_pretrained_refuses_onednn_where_it_does_not_apply_before_loading(tmp_path):
+    tiny_target("llama").save_pretrained(tmp_path / "t")
+    with pytest.raises(ValueError, match="cpu_kernels must be"):
+        HassModel.from_pretrained(tmp_path / "t", None, cpu_kernels="fast")
+    with pytest.raises(ValueError, match="fp32 / bf16 weights on the CPU"):
+        HassModel.from_pretrained(tmp_path / "t", None, dtype=torch.float16, cpu_kernels="onednn")
