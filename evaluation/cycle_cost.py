@@ -42,14 +42,7 @@ from .run import DTYPES
 
 
 def parse_trees(text: str) -> list[TreeConfig]:
-    trees = []
-    for item in text.split(","):
-        try:
-            total, depth, top_k = (int(x) for x in item.strip().split("/"))
-        except ValueError:
-            raise ValueError(f"a tree is TOTAL/DEPTH/TOP_K, e.g. 60/6/10; got {item.strip()!r}") from None
-        trees.append(TreeConfig(total, depth, top_k))
-    return trees
+    return [TreeConfig.parse(item) for item in text.split(",")]
 
 
 @torch.inference_mode()

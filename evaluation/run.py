@@ -202,11 +202,9 @@ class EvalConfig:
         items = _overrides(method) or {}
         tree = self.tree
         if "tree" in items:
-            try:
-                total, depth, top_k = (int(x) for x in items["tree"].split("/"))
-            except ValueError:
-                raise ValueError(f"method {method!r}: tree is TOTAL/DEPTH/TOP_K, e.g. 8/4/2") from None
-            tree = TreeConfig(total_tokens=total, depth=depth, top_k=top_k)
+            if items["tree"].count("/") != 2:
+                raise ValueError(f"method {method!r}: tree is TOTAL/DEPTH/TOP_K, e.g. 8/4/2")
+            tree = TreeConfig.parse(items["tree"])
         draft = items.get("draft", self.draft)
         if draft is None:
             raise FileNotFoundError(f"method {method!r} names no draft= and the run has no --draft")

@@ -29,14 +29,6 @@ def tree_name(tree: TreeConfig) -> str:
     return f"{tree.total_tokens}/{tree.depth}/{tree.top_k}"
 
 
-def parse_tree(name: str) -> TreeConfig:
-    try:
-        total, depth, top_k = (int(x) for x in name.split("/"))
-    except ValueError:
-        raise ValueError(f"a tree is TOTAL/DEPTH/TOP_K, e.g. 8/4/2; got {name!r}") from None
-    return TreeConfig(total, depth, top_k)
-
-
 def expected_accept_length(rates: list[float], depth: int) -> float:
     """1 + sum_{d=1..depth} prod_{j<=d} rates[j-1]: tokens per target forward, the bonus token included."""
     if depth > len(rates):
@@ -53,7 +45,7 @@ def candidates(recorded: dict[str, list[float]]) -> dict[TreeConfig, float]:
     with its expected accept length; where two recordings give the same tree, the higher estimate is kept."""
     out: dict[TreeConfig, float] = {}
     for name, rates in recorded.items():
-        tree = parse_tree(name)
+        tree = TreeConfig.parse(name)
         for depth in range(1, tree.depth + 1):
             limit = 1 + tree.top_k + (depth - 1) * tree.top_k ** 2
             shallow = TreeConfig(min(tree.total_tokens, limit), depth, tree.top_k)
@@ -80,7 +72,7 @@ def choose_tree(taus: dict[TreeConfig, float], cycle_ms: dict[TreeConfig, float]
                   key=lambda r: -r[3])
     if not rows or rows[0][3] <= 1.0:
         return Choice(None, 1.0, rows)
-    return Choice(parse_tree(rows[0][0]), rows[0][3], rows)
+    return Choice(TreeConfig.parse(rows[0][0]), rows[0][3], rows)
 
 
 def load_acceptance(draft_dir: str | os.PathLike) -> dict[str, list[float]]:

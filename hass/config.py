@@ -36,6 +36,15 @@ class TreeConfig:
                 f"{self.max_total_tokens}"
             )
 
+    @classmethod
+    def parse(cls, text: str) -> "TreeConfig":
+        """A tree written TOTAL/DEPTH/TOP_K, e.g. ``"8/4/2"``."""
+        try:
+            total, depth, top_k = (int(x) for x in text.strip().split("/"))
+        except ValueError:
+            raise ValueError(f"a tree is TOTAL/DEPTH/TOP_K, e.g. 8/4/2; got {text.strip()!r}") from None
+        return cls(total, depth, top_k)
+
     @property
     def max_total_tokens(self) -> int:
         """Root + every candidate the expansion scores: top_k at level 1, top_k**2 at each deeper level."""

@@ -246,12 +246,13 @@ class HassModel(nn.Module):
                 target, tree.tokens[None], (context + tree.depths)[None], hf.additive_mask(keep, dtype)[None, None],
                 t_cache, logits_from=None,
             )
-            # lm_head only where verification reads it: the internal nodes now, the bonus row if it is a leaf's
+            # lm_head only where verification reads it: the internal nodes in one product (verify_greedy asks for
+            # them at once; sampling visits them one by one, so they are projected first), the bonus row if a leaf's
             logits = NodeLogits(features[0], lm_head)
-            logits.prefetch(internal_nodes(tree))
             if sampling.greedy:
                 nodes, bonus = verify_greedy(tree, logits)
             else:
+                logits.prefetch(internal_nodes(tree))
                 nodes, bonus = verify_sampling(tree, logits, sampling, generator)
             t_cache.compact(context, nodes)
             new = tree.tokens[nodes[1:]].tolist() + [bonus]

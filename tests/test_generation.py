@@ -166,9 +166,9 @@ def test_the_target_head_runs_only_where_verification_reads_it(monkeypatch):
     out = model.generate(prompt, max_new_tokens=30, eos_token_id=[], tree=TreeConfig(16, 4, 4))
     assert torch.equal(out.sequences, expected)
     assert rows[0] == 1  # the prefill projects the prompt's last position only
-    ends = [c[2] - 1 for c in cycles[1:]] + [len(rows)]
+    ends = [c[2] for c in cycles[1:]] + [len(rows)]
     for (size, internal, start), end in zip(cycles, ends):
-        projected = sum(rows[start - 1:end])  # the prefetch just before verify, then at most one bonus row
+        projected = sum(rows[start:end])  # inside verify: the internal nodes, then at most one bonus row
         assert internal <= projected <= internal + 1 < size
 
 

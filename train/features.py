@@ -136,7 +136,9 @@ def write_features(
 class FeatureStore:
     """Read-only access to a finished feature folder, checked against the target and the data at opening."""
 
-    def __init__(self, folder: str | os.PathLike, fingerprint: dict, samples: list[dict]):
+    def __init__(self, folder: str | os.PathLike, fingerprint: dict, samples: list[dict],
+                 data_sha256: str | None = None):
+        """``data_sha256``: data_fingerprint(samples), when the caller has it already."""
         self.folder = Path(folder)
         index_path = self.folder / INDEX
         if not index_path.is_file():
@@ -149,7 +151,7 @@ class FeatureStore:
             raise FeatureStoreError(f"features in {self.folder} come from another target: made from "
                                     f"{index['target']}, training target is {fingerprint}; recompute them "
                                     f"with this target")
-        if index["n_samples"] != len(samples) or index["data_sha256"] != data_fingerprint(samples):
+        if index["n_samples"] != len(samples) or index["data_sha256"] != (data_sha256 or data_fingerprint(samples)):
             raise FeatureStoreError(f"features in {self.folder} were made from another data file "
                                     f"({index['n_samples']} samples) than the training data ({len(samples)} "
                                     f"samples); recompute them")

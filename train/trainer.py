@@ -120,7 +120,8 @@ class Run:
         self.draft = _build_draft(cfg, target_config)
         self.store = None
         if cfg.features:
-            self.store = FeatureStore(cfg.features, target_fingerprint(target_config, str(target_path)), self.samples)
+            self.store = FeatureStore(cfg.features, self.identity["target"], self.samples,
+                                      self.identity["data_sha256"])
         self.target = AutoModelForCausalLM.from_pretrained(target_path, dtype=DTYPES[cfg.target_dtype])
         self.target.to(self.device).eval().requires_grad_(False)
         if cfg.init_layer == "target" and not cfg.init_from:
