@@ -62,6 +62,9 @@ class HassModel(nn.Module):
         self.draft = draft.eval() if draft is not None else None
         self.tokenizer = tokenizer
         self.register_buffer("draft_vocab", draft_vocab, persistent=False)  # moves with .to(device)
+        # Greedy cycles project the bonus row on the device before the one read of the verdict (None: on any
+        # device but the CPU, where a read costs nothing and a leaf's lm_head row does); see verify_greedy.
+        self.bonus_on_device: bool | None = None
 
     @classmethod
     def from_pretrained(
@@ -235,6 +238,7 @@ class HassModel(nn.Module):
             hidden = draft(features.to(ddtype), draft_embed(next_tokens), positions, None, d_cache)[:, -1]  # (1, h)
 
         limit = getattr(target.config, "max_position_embeddings", None)
+        on_device = self.bonus_on_device if self.bonus_on_device is not None else device.type != "cpu"
         while True:
             cycle_cfg = tree_cfg if limit is None else _fit_tree(tree_cfg, limit - 1 - context)
             if draft is not None and cycle_cfg is not None:
@@ -250,12 +254,12 @@ class HassModel(nn.Module):
             # them at once; sampling visits them one by one, so they are projected first), the bonus row if a leaf's
             logits = NodeLogits(features[0], lm_head)
             if sampling.greedy:
-                nodes, bonus = verify_greedy(tree, logits)
+                nodes, path, bonus = verify_greedy(tree, logits, on_device)
             else:
                 logits.prefetch(internal_nodes(tree))
-                nodes, bonus = verify_sampling(tree, logits, sampling, generator)
+                nodes, path, bonus = verify_sampling(tree, logits, sampling, generator)
             t_cache.compact(context, nodes)
-            new = tree.tokens[nodes[1:]].tolist() + [bonus]
+            new = [tree.host_tokens[i] for i in path[1:]] + [bonus]
             emitted = _truncate(new, eos, max_new_tokens - produced)
             produced += len(emitted)
             yield emitted

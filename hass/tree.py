@@ -20,10 +20,18 @@ class Tree:
     depths: torch.Tensor  # (N,) root 0
     mask: torch.Tensor  # (N, N) bool, mask[i, j] = j is i or an ancestor of i
     paths: torch.Tensor  # (P, max_depth + 1) node indices root -> leaf, padded with -1
+    host_parents: list[int] | None = None  # parents and tokens as read to the host once, by build_tree
+    host_tokens: list[int] | None = None
 
     @property
     def size(self) -> int:
         return self.tokens.numel()
+
+    @property
+    def internal(self) -> list[int]:
+        """Nodes with at least one child, ascending (from the host copy: no device read)."""
+        par = self.host_parents if self.host_parents is not None else self.parents.tolist()
+        return sorted(set(par[1:]))
 
 
 def select_tree(
@@ -47,18 +55,21 @@ def select_tree(
     node_of[kept] = torch.arange(1, n_keep + 1, device=cand_tokens.device)
     node_of[m] = 0  # parent -1 (the root) indexes the last slot
     parent_cand = cand_parents[kept]
-    parents = node_of[torch.where(parent_cand < 0, m, parent_cand)]
-    if (parents < 0).any():
-        raise AssertionError("tree selection dropped an ancestor of a kept node")
-    parents = torch.cat([parents.new_tensor([-1]), parents])
+    parents = node_of[torch.where(parent_cand < 0, m, parent_cand)]  # -1 where an ancestor was dropped:
+    parents = torch.cat([parents.new_tensor([-1]), parents])  # build_tree refuses it, on its one host read
     tokens = torch.cat([cand_tokens.new_tensor([root_token]), cand_tokens[kept]])
     return build_tree(tokens, parents)
 
 
 def build_tree(tokens: torch.Tensor, parents: torch.Tensor) -> Tree:
-    """Derive depths, the ancestor mask and the leaf paths from a parent array (parents[n] < n)."""
+    """Derive depths, the ancestor mask and the leaf paths from a parent array (parents[n] < n).
+
+    Parents and tokens come to the host in one read (a GPU sync); everything else is built there and sent
+    back, and the host copies stay in the Tree for the loop (hass.generation reads the tree nowhere else).
+    """
     n = tokens.numel()
-    par = parents.tolist()
+    both = torch.cat([parents.to(tokens.dtype), tokens]).tolist()
+    par, host_tokens = both[:n], both[n:]
     depth = [0] * n
     anc = torch.zeros(n, n, dtype=torch.bool)
     anc[0, 0] = True
@@ -87,12 +98,14 @@ def build_tree(tokens: torch.Tensor, parents: torch.Tensor) -> Tree:
         depths=torch.tensor(depth, device=device),
         mask=anc.to(device),
         paths=torch.tensor(paths, device=device),
+        host_parents=par,
+        host_tokens=host_tokens,
     )
 
 
-def children_lists(parents: torch.Tensor) -> list[list[int]]:
+def children_lists(parents: torch.Tensor | list[int]) -> list[list[int]]:
     """children[n] = child node indices of n, in node order (the draft's ranking among siblings)."""
-    par = parents.tolist()
+    par = parents if isinstance(parents, list) else parents.tolist()
     children: list[list[int]] = [[] for _ in par]
     for i, p in enumerate(par):
         if p >= 0:

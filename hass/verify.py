@@ -7,6 +7,8 @@ distribution after rejections, or from its plain distribution at a leaf). Each c
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from .config import SamplingConfig
@@ -55,6 +57,13 @@ class NodeLogits:
     def of(cls, logits) -> "NodeLogits":
         return logits if isinstance(logits, NodeLogits) else cls(logits=logits)
 
+    def rows_at(self, index: torch.Tensor) -> torch.Tensor:
+        """(len(index), V) fp32 logits of the nodes in a device tensor, projected without reading it."""
+        if self.full is not None:
+            return self.full.index_select(0, index).float()
+        self.projected += index.numel()
+        return self.lm_head(self.features.index_select(0, index)).float()
+
     def prefetch(self, nodes: list[int]) -> None:
         self.rows(nodes)
 
@@ -76,34 +85,56 @@ class NodeLogits:
 
 def internal_nodes(tree: Tree) -> list[int]:
     """Nodes with at least one child, ascending: the ones whose logits verification always reads."""
-    return sorted(set(tree.parents[1:].tolist())) if tree.size > 1 else []
+    return tree.internal if tree.size > 1 else []
 
 
-def verify_greedy(tree: Tree, logits: torch.Tensor | NodeLogits) -> tuple[torch.Tensor, int]:
+class Verdict(NamedTuple):
+    """What a verification accepted: node indices root first (on the device, and as a host list) and the bonus
+    token the target adds after them."""
+
+    nodes: torch.Tensor
+    path: list[int]
+    bonus: int
+
+
+def verify_greedy(tree: Tree, logits: torch.Tensor | NodeLogits, bonus_on_device: bool = False) -> Verdict:
     """Longest root-to-leaf prefix on which every drafted token equals the target's argmax at its parent.
 
     logits: (N, V) target logits at the tree nodes, or a NodeLogits that projects only the internal nodes and
-    the last accepted one. Returns (accepted node indices, root first; bonus token).
+    the last accepted one.
+
+    One host read (a GPU sync) brings the accepted path and the bonus token back together. The bonus comes
+    from the last accepted node's row: an internal node's is projected already; a leaf's is projected after
+    that read (a second one) or, with ``bonus_on_device``, before it, on the device, whichever node it is (one
+    lm_head row more per cycle, cheap on a GPU, where each read stalls the queue).
     """
     logits = NodeLogits.of(logits)
     internal = internal_nodes(tree)
-    pred = torch.full((tree.size,), -1, dtype=torch.long, device=tree.tokens.device)
+    device = tree.tokens.device
+    pred = torch.full((tree.size,), -1, dtype=torch.long, device=device)
     if internal:
-        pred[torch.tensor(internal, device=pred.device)] = logits.rows(internal).argmax(-1).to(pred.device)
+        pred[torch.tensor(internal, device=device)] = logits.rows(internal).argmax(-1).to(device)
     paths = tree.paths  # (P, D + 1)
     drafted = paths[:, 1:]  # (P, D)
     match = (tree.tokens[drafted.clamp(min=0)] == pred[paths[:, :-1].clamp(min=0)]) & (drafted >= 0)
     n_acc = match.int().cumprod(dim=1).sum(dim=1)  # (P,) accepted drafts per path
-    best = int(n_acc.argmax())
-    nodes = paths[best, : int(n_acc[best]) + 1]
-    last = int(nodes[-1])
-    bonus = int(pred[last]) if pred[last] >= 0 else int(logits.rows([last])[0].argmax())
-    return nodes, bonus
+    best = n_acc.argmax()[None]  # (1,); indexing with tensors, never a 0-d one (that reads it to the host)
+    path, n = paths.index_select(0, best)[0], n_acc.index_select(0, best)  # (D + 1,), (1,)
+    last = path.gather(0, n)  # (1,) the last accepted node
+    bonus = pred[last]
+    if bonus_on_device:
+        leaf_choice = logits.rows_at(last).argmax(-1).to(device)
+        bonus = torch.where(bonus >= 0, bonus, leaf_choice)
+    host = torch.cat([n.long(), bonus.long(), path.long()]).tolist()
+    n, bonus, host_path = host[0], host[1], host[2:3 + host[0]]
+    if bonus < 0:
+        bonus = int(logits.rows([host_path[-1]])[0].argmax())
+    return Verdict(path[: n + 1], host_path, bonus)
 
 
 def verify_sampling(
     tree: Tree, logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, int]:
+) -> Verdict:
     """Multi-draft speculative sampling with deterministic (one-hot) drafts; ``logits`` as in verify_greedy.
 
     At the current node, try its children in the draft's order: accept child x with probability p(x) under
@@ -112,8 +143,8 @@ def verify_sampling(
     Each emitted token is then distributed exactly as p (docs/METHOD.md section 6).
     """
     logits = NodeLogits.of(logits)
-    children = children_lists(tree.parents)
-    tokens = tree.tokens.tolist()
+    children = children_lists(tree.host_parents if tree.host_parents is not None else tree.parents)
+    tokens = tree.host_tokens if tree.host_tokens is not None else tree.tokens.tolist()
 
     def probs_at(n: int) -> torch.Tensor:  # processed only on the rows visited (a top-p sort per row)
         return process_logits(logits.rows([n])[0], sampling)
@@ -123,7 +154,7 @@ def verify_sampling(
         p = probs_at(node)
         kids = children[node]
         if not kids:
-            return torch.tensor(path, device=tree.tokens.device), sample(p, generator)
+            return Verdict(torch.tensor(path, device=tree.tokens.device), path, sample(p, generator))
         p = p.clone()
         for child in kids:
             x = tokens[child]
@@ -137,4 +168,4 @@ def verify_sampling(
         else:
             if p.sum() <= 0:  # every token with mass was drafted and (numerically) rejected
                 p = probs_at(node)
-            return torch.tensor(path, device=tree.tokens.device), sample(p / p.sum(), generator)
+            return Verdict(torch.tensor(path, device=tree.tokens.device), path, sample(p / p.sum(), generator))

@@ -18,6 +18,7 @@ def hf_greedy(target, prompt, max_new_tokens, eos=None):
 def test_speculative_greedy_equals_transformers(family, seed):
     target = tiny_target(family, seed=seed)
     model = HassModel(target, tiny_draft(target, seed=seed + 100))
+    model.bonus_on_device = seed % 2 == 1  # both ways to find a leaf's bonus token (the GPU's and the CPU's)
     gen = torch.Generator().manual_seed(seed)
     for prompt_len in (1, 3, 17):
         prompt = torch.randint(0, 128, (1, prompt_len), generator=gen)
@@ -158,9 +159,9 @@ def test_the_target_head_runs_only_where_verification_reads_it(monkeypatch):
     target.get_output_embeddings().register_forward_hook(lambda m, i, o: rows.append(i[0].shape[-2]))
     real = generation.verify_greedy
 
-    def spy(tree, logits):
+    def spy(tree, logits, *rest):
         cycles.append((tree.size, len(internal_nodes(tree)), len(rows)))
-        return real(tree, logits)
+        return real(tree, logits, *rest)
 
     monkeypatch.setattr(generation, "verify_greedy", spy)
     out = model.generate(prompt, max_new_tokens=30, eos_token_id=[], tree=TreeConfig(16, 4, 4))
@@ -170,6 +171,33 @@ def test_the_target_head_runs_only_where_verification_reads_it(monkeypatch):
     for (size, internal, start), end in zip(cycles, ends):
         projected = sum(rows[start:end])  # inside verify: the internal nodes, then at most one bonus row
         assert internal <= projected <= internal + 1 < size
+
+
+@pytest.mark.parametrize("on_device,most", [(True, 2), (False, 3)])
+def test_a_greedy_cycle_reads_the_host_at_most_twice(monkeypatch, on_device, most):
+    """Every way a tensor's value reaches Python is counted (on a GPU each one is a sync): a greedy cycle reads
+    the tree once and the verdict once; the CPU's way adds a third read when the bonus row is a leaf's."""
+    from hass import generation
+
+    target = tiny_target("llama", seed=2)
+    model = HassModel(target, tiny_draft(target, seed=5))
+    model.bonus_on_device = on_device
+    prompt = torch.randint(0, 128, (1, 9), generator=torch.Generator().manual_seed(2))
+    expected = hf_greedy(target, prompt, 40)
+    reads, starts = [], []
+    for name in ("tolist", "item", "numpy", "__int__", "__float__", "__bool__", "__index__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name,
+                            lambda self, *a, _real=real, _name=name, **k: reads.append(_name) or _real(self, *a, **k))
+    real_expand = generation.expand_tree
+    monkeypatch.setattr(generation, "expand_tree", lambda *a, **k: starts.append(len(reads)) or real_expand(*a, **k))
+    out = model.generate(prompt, max_new_tokens=40, eos_token_id=[], tree=TreeConfig(12, 4, 3))
+    monkeypatch.undo()
+    assert torch.equal(out.sequences, expected)
+    per_cycle = [b - a for a, b in zip(starts, starts[1:])]
+    assert len(per_cycle) >= 5 and max(per_cycle) <= most, (per_cycle, reads)
+    if on_device:
+        assert max(per_cycle) == 2
 
 
 def test_draft_projections_are_prepared_once_per_model(monkeypatch):

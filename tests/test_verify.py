@@ -20,11 +20,12 @@ def test_greedy_takes_longest_accepted_prefix():
     # root 0 -> nodes 1 (tok 3), 2 (tok 4); 1 -> 3 (tok 5); 2 -> 4 (tok 6) -> 5 (tok 7)
     tree = build_tree(torch.tensor([9, 3, 4, 5, 6, 7]), torch.tensor([-1, 0, 0, 1, 2, 4]))
     # target argmax per node: root->4, node1->5, node2->6, node3->1, node4->7, node5->2
-    nodes, bonus = verify_greedy(tree, one_hot_logits([4, 5, 6, 1, 7, 2], vocab=10))
-    assert nodes.tolist() == [0, 2, 4, 5] and bonus == 2
-    # target disagrees with every level-1 draft: only the bonus token
-    nodes, bonus = verify_greedy(tree, one_hot_logits([8, 5, 6, 1, 7, 2], vocab=10))
-    assert nodes.tolist() == [0] and bonus == 8
+    for on_device in (False, True):
+        nodes, path, bonus = verify_greedy(tree, one_hot_logits([4, 5, 6, 1, 7, 2], vocab=10), on_device)
+        assert nodes.tolist() == path == [0, 2, 4, 5] and bonus == 2
+        # target disagrees with every level-1 draft: only the bonus token
+        nodes, path, bonus = verify_greedy(tree, one_hot_logits([8, 5, 6, 1, 7, 2], vocab=10), on_device)
+        assert nodes.tolist() == path == [0] and bonus == 8
 
 
 def test_process_logits_matches_transformers_warpers():
@@ -54,7 +55,8 @@ def test_sampling_emits_the_target_distribution(sampling):
     first = np.zeros(vocab)
     second_after = {0: np.zeros(vocab), 1: np.zeros(vocab)}
     for _ in range(n):
-        nodes, bonus = verify_sampling(tree, logits, sampling, gen)
+        nodes, path, bonus = verify_sampling(tree, logits, sampling, gen)
+        assert nodes.tolist() == path
         emitted = tree.tokens[nodes[1:]].tolist() + [bonus]
         first[emitted[0]] += 1
         if len(emitted) > 1 and emitted[0] in second_after:
