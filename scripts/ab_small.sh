@@ -3,15 +3,18 @@
 #   (a) ShareGPT's answers vs the target's own (self-distilled, train.regenerate), same user turns
 #   (b) a draft vocabulary of 16,384 tokens vs the full vocabulary
 #   (c) the draft layer initialised from the target's last layer vs random
-# Every arm trains STEPS optimiser steps on offline features, evaluates held-out top-1 on the same held-out
-# self-distilled dialogues, then all drafts answer QUESTIONS MT-bench questions at T=0 side by side against one
-# vanilla (tree 8 / 4 / 2, oneDNN kernels), and one table is printed. Resumable: rerun to continue.
+# Every arm trains STEPS optimiser steps (batch 2) on offline features of the same DIALOGUES dialogues (the same
+# ShareGPT ids in both data arms, each seen once at the defaults), evaluates held-out top-1 on the same held-out
+# self-distilled dialogues (left out of every arm), then all drafts answer QUESTIONS MT-bench questions at T=0
+# side by side against one vanilla (tree 8 / 4 / 2, oneDNN kernels), and one table is printed. The compute dtype
+# is "auto" (bf16 only where this CPU has bf16 units). Resumable: rerun to continue.
 #
-#   bash scripts/ab_small.sh     # STEPS=600 QUESTIONS=10 REGEN=datasets/smollm2_sharegpt_2000/smollm2_sharegpt_2000.jsonl.gz
+#   bash scripts/ab_small.sh     # STEPS=200 DIALOGUES=400 QUESTIONS=10 REGEN=datasets/smollm2_sharegpt_2000/smollm2_sharegpt_2000.jsonl.gz
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
-steps=${STEPS:-600}
+steps=${STEPS:-200}
+dialogues=${DIALOGUES:-400}
 regen=${REGEN:-datasets/smollm2_sharegpt_2000/smollm2_sharegpt_2000.jsonl.gz}
 out=${OUT:-runs/ab}
 mkdir -p "$out" data/ab
@@ -21,17 +24,30 @@ sharegpt="$("$PYTHON" -c 'from hass.zoo import ensure_sharegpt; print(ensure_sha
 n=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["dialogues"])' "${regen%.jsonl.gz}.stats.json")
 
 # the same dialogues in both arms: the seeded sample regenerate took (seed 0, 2,000 records)
-[[ -f data/ab/sharegpt.jsonl ]] || "$PYTHON" -m train.prepare_data --data "$sharegpt" --tokenizer "$target" \
-    --max-records 2000 --seed 0 --max-length 1024 --out data/ab/sharegpt.jsonl
-[[ -f data/ab/regen.jsonl ]] || "$PYTHON" -m train.prepare_data --data "$regen" --tokenizer "$target" \
-    --max-length 1024 --out data/ab/regen.jsonl
-[[ -f data/ab/held_out.jsonl ]] || "$PYTHON" - <<'PY'
-import random
+[[ -f data/ab/sharegpt_all.jsonl ]] || "$PYTHON" -m train.prepare_data --data "$sharegpt" --tokenizer "$target" \
+    --max-records 2000 --seed 0 --max-length 1024 --out data/ab/sharegpt_all.jsonl
+[[ -f data/ab/regen_all.jsonl ]] || "$PYTHON" -m train.prepare_data --data "$regen" --tokenizer "$target" \
+    --max-length 1024 --out data/ab/regen_all.jsonl
+# held out: ~3% of the self-distilled dialogues; then the first DIALOGUES other ids that both files hold
+[[ -f data/ab/held_out.jsonl ]] || "$PYTHON" - "$dialogues" <<'PY'
+import random, sys
 from train.data import read_prepared, write_prepared
-header, samples = read_prepared("data/ab/regen.jsonl")
-held = random.Random(0).sample(samples, max(20, len(samples) // 30))  # ~3% of the self-distilled dialogues
-write_prepared("data/ab/held_out.jsonl", dict(header, held_out_of="data/ab/regen.jsonl"), held)
-print(f"{len(held)} held-out self-distilled dialogues")
+want = int(sys.argv[1])
+rh, regen = read_prepared("data/ab/regen_all.jsonl")
+sh, share = read_prepared("data/ab/sharegpt_all.jsonl")
+held = random.Random(0).sample(regen, max(20, len(regen) // 30))
+held_ids = {s["id"] for s in held}
+share_by_id = {s["id"]: s for s in share}
+ids = [s["id"] for s in regen if s["id"] not in held_ids and s["id"] in share_by_id][:want]
+if len(ids) < want:
+    sys.exit(f"only {len(ids)} dialogues are in both files outside the held-out ones; lower DIALOGUES")
+regen_by_id = {s["id"]: s for s in regen}
+write_prepared("data/ab/regen.jsonl", dict(rh, subset_of="data/ab/regen_all.jsonl"), [regen_by_id[i] for i in ids])
+write_prepared("data/ab/sharegpt.jsonl", dict(sh, subset_of="data/ab/sharegpt_all.jsonl"), [share_by_id[i] for i in ids])
+write_prepared("data/ab/held_out.jsonl", dict(rh, held_out_of="data/ab/regen_all.jsonl"), held)
+tokens = lambda xs: sum(len(s["input_ids"]) for s in xs)
+print(f"{len(held)} held-out self-distilled dialogues; {len(ids)} training dialogues per arm: "
+      f"{tokens(regen_by_id[i] for i in ids)} tokens self-distilled, {tokens(share_by_id[i] for i in ids)} ShareGPT")
 PY
 for arm in sharegpt regen; do
   "$PYTHON" -m train.features --target "$target" --data "data/ab/$arm.jsonl" --out "data/ab/features_$arm"

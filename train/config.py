@@ -15,8 +15,17 @@ from pathlib import Path
 import torch
 
 from hass.losses import LossWeights
+from hass.precision import bf16_is_fast
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+
+
+def fast_dtype_name() -> str:
+    """What ``"auto"`` means for a training dtype here: bfloat16 where bf16 matrix products are fast (a CUDA GPU
+    with bf16, a CPU with AVX512-BF16 or AMX), else float32. On an AVX2-only CPU bf16 is emulated: a SmolLM2
+    forward ran 6x slower in bf16 than in fp32, a draft training step 30x."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return "bfloat16" if bf16_is_fast(device) else "float32"
 
 
 @dataclass(frozen=True)
@@ -30,8 +39,8 @@ class TrainConfig:
     init_from: str | None = None  # draft checkpoint to start from (stage 2 starts from stage 1's final)
     resume: str | None = None  # checkpoint folder to continue, or "auto" (latest in output_dir, if any)
     deepspeed: str | None = None  # DeepSpeed JSON config (ZeRO-2); needs the deepspeed launcher
-    target_dtype: str = "bfloat16"
-    dtype: str = "bfloat16"  # autocast dtype of the training compute (fp32 master weights); float32 = off
+    target_dtype: str = "bfloat16"  # "auto": bfloat16 where bf16 matrix products are fast here, else float32
+    dtype: str = "bfloat16"  # autocast dtype of the training compute (fp32 master weights); float32 = off; "auto"
     draft_bias: bool = True  # bias of the draft's fc layer
     hca_steps: int = 3  # n; 1 is plain EAGLE training
     hod_weight: float = 1.0  # w; 0 is the EAGLE loss
@@ -70,8 +79,11 @@ class TrainConfig:
             if not getattr(self, name):
                 raise ValueError(f"TrainConfig.{name} is required")
         for name in ("target_dtype", "dtype"):
+            if getattr(self, name) == "auto":  # resolved here, so the saved config says what ran
+                object.__setattr__(self, name, fast_dtype_name())
             if getattr(self, name) not in DTYPES:
-                raise ValueError(f"TrainConfig.{name} must be one of {sorted(DTYPES)}, got {getattr(self, name)!r}")
+                raise ValueError(f"TrainConfig.{name} must be one of {sorted(DTYPES)} or auto, "
+                                 f"got {getattr(self, name)!r}")
         positive = ("hca_steps", "hod_k", "epochs", "batch_size", "grad_accum", "eval_max_batches")
         for name in positive:
             if getattr(self, name) < 1:

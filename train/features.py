@@ -188,14 +188,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="prepared data file (python -m train.prepare_data)")
     parser.add_argument("--out", required=True, help="feature folder to write (resumes if it exists)")
     parser.add_argument("--shard-size", type=int, default=256, help="samples per shard")
-    parser.add_argument("--target-dtype", default="bfloat16", choices=("bfloat16", "float32"))
+    parser.add_argument("--target-dtype", default="auto", choices=("auto", "bfloat16", "float32"),
+                        help="dtype of the target's forward (auto: bfloat16 where bf16 is fast here, else float32); "
+                             "the features are stored in bfloat16 either way")
     args = parser.parse_args(argv)
 
     from hass.zoo import ensure_target
 
     target_path = ensure_target(args.target)
     _, samples = read_prepared(args.data)
-    target = AutoModelForCausalLM.from_pretrained(target_path, dtype=getattr(torch, args.target_dtype))
+    from train.config import fast_dtype_name
+
+    dtype = fast_dtype_name() if args.target_dtype == "auto" else args.target_dtype
+    target = AutoModelForCausalLM.from_pretrained(target_path, dtype=getattr(torch, dtype))
     target.eval().requires_grad_(False)
     start = time.perf_counter()
     write_features(target, samples, args.out, target_fingerprint(target.config, str(target_path)), args.shard_size)

@@ -308,8 +308,10 @@ def _accumulate(sums: dict, terms: list[dict], loss: torch.Tensor) -> None:
 
 
 # Settings a resumed run may change: how often it logs, saves and evaluates, and how it runs, not what it trains.
+# The compute dtypes are among them: a run that moves between machines (bf16 fast on one CPU, emulated on the
+# next) keeps its fp32 master weights and optimiser state whatever the autocast precision.
 RESUME_MAY_CHANGE = ("resume", "output_dir", "eval_every", "save_every", "keep_checkpoints", "threads", "plot",
-                     "eval_max_batches")
+                     "eval_max_batches", "dtype", "target_dtype")
 
 
 def resume_differences(folder: Path, cfg: TrainConfig, state: dict, identity: dict) -> list[str]:
