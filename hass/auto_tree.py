@@ -26,7 +26,9 @@ ACCEPTANCE_FILE = "acceptance.json"
 
 
 def tree_name(tree: TreeConfig) -> str:
-    return f"{tree.total_tokens}/{tree.depth}/{tree.top_k}"
+    """TOTAL/DEPTH/TOP_K, with @MIN_PROB for a confidence-bounded tree (what TreeConfig.parse reads)."""
+    bound = f"@{tree.min_prob:g}" if tree.min_prob else ""
+    return f"{tree.total_tokens}/{tree.depth}/{tree.top_k}{bound}"
 
 
 def expected_accept_length(rates: list[float], depth: int) -> float:
@@ -48,7 +50,7 @@ def candidates(recorded: dict[str, list[float]]) -> dict[TreeConfig, float]:
         tree = TreeConfig.parse(name)
         for depth in range(1, tree.depth + 1):
             limit = 1 + tree.top_k + (depth - 1) * tree.top_k ** 2
-            shallow = TreeConfig(min(tree.total_tokens, limit), depth, tree.top_k)
+            shallow = TreeConfig(min(tree.total_tokens, limit), depth, tree.top_k, tree.min_prob)
             tau = expected_accept_length(rates, depth)
             out[shallow] = max(out.get(shallow, 0.0), tau)
     return out

@@ -11,18 +11,25 @@ class TreeConfig:
     total_tokens: nodes verified per target forward, root (the last accepted token) included.
     depth: drafted levels below the root, so at most depth + 1 tokens are accepted per forward.
     top_k: children proposed per expanded node, and nodes expanded per level.
+    min_prob: confidence bound (0 = off, the fixed EAGLE-2 tree): nodes whose draft probability along their path
+        (the product of q over their ancestors and themselves) is below it are not sent to the target, and the
+        expansion stops once no frontier node reaches it. Output stays lossless whatever the bound: it only
+        changes which drafts are verified.
     The HASS paper's setting is 60 / 6 / 10.
     """
 
     total_tokens: int = 60
     depth: int = 6
     top_k: int = 10
+    min_prob: float = 0.0
 
     def __post_init__(self):
         for name in ("total_tokens", "depth", "top_k"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"TreeConfig.{name} must be an int, got {value!r}")
+        if not isinstance(self.min_prob, (int, float)) or isinstance(self.min_prob, bool) or not 0 <= self.min_prob < 1:
+            raise ValueError(f"TreeConfig.min_prob must be a number in [0, 1), got {self.min_prob!r}")
         if self.depth < 1:
             raise ValueError(f"TreeConfig.depth must be >= 1, got {self.depth}")
         if self.top_k < 1:
@@ -38,12 +45,15 @@ class TreeConfig:
 
     @classmethod
     def parse(cls, text: str) -> "TreeConfig":
-        """A tree written TOTAL/DEPTH/TOP_K, e.g. ``"8/4/2"``."""
+        """A tree written TOTAL/DEPTH/TOP_K, e.g. ``"8/4/2"``, optionally with a confidence bound: ``"8/4/2@0.05"``."""
+        shape, _, bound = text.strip().partition("@")
         try:
-            total, depth, top_k = (int(x) for x in text.strip().split("/"))
+            total, depth, top_k = (int(x) for x in shape.split("/"))
+            min_prob = float(bound) if bound else 0.0
         except ValueError:
-            raise ValueError(f"a tree is TOTAL/DEPTH/TOP_K, e.g. 8/4/2; got {text.strip()!r}") from None
-        return cls(total, depth, top_k)
+            raise ValueError(f"a tree is TOTAL/DEPTH/TOP_K[@MIN_PROB], e.g. 8/4/2 or 8/4/2@0.05; "
+                             f"got {text.strip()!r}") from None
+        return cls(total, depth, top_k, min_prob)
 
     @property
     def max_total_tokens(self) -> int:

@@ -7,6 +7,7 @@ alone, so the vanilla baseline runs through the same loop and cache.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,9 +63,11 @@ class HassModel(nn.Module):
         self.draft = draft.eval() if draft is not None else None
         self.tokenizer = tokenizer
         self.register_buffer("draft_vocab", draft_vocab, persistent=False)  # moves with .to(device)
-        # Greedy cycles project the bonus row on the device before the one read of the verdict (None: on any
-        # device but the CPU, where a read costs nothing and a leaf's lm_head row does); see verify_greedy.
-        self.bonus_on_device: bool | None = None
+        # Fewer host reads (GPU syncs) for a little more compute: a greedy cycle projects a leaf's bonus row on the
+        # device before its one read of the verdict (verify_greedy), and a confidence-bounded tree is pruned
+        # without stopping its expansion early (expand_tree). None: on any device but the CPU, where a read
+        # costs nothing and an lm_head row or a draft step does.
+        self.fewer_reads: bool | None = None
 
     @classmethod
     def from_pretrained(
@@ -238,11 +241,12 @@ class HassModel(nn.Module):
             hidden = draft(features.to(ddtype), draft_embed(next_tokens), positions, None, d_cache)[:, -1]  # (1, h)
 
         limit = getattr(target.config, "max_position_embeddings", None)
-        on_device = self.bonus_on_device if self.bonus_on_device is not None else device.type != "cpu"
+        fewer_reads = self.fewer_reads if self.fewer_reads is not None else device.type != "cpu"
         while True:
             cycle_cfg = tree_cfg if limit is None else _fit_tree(tree_cfg, limit - 1 - context)
             if draft is not None and cycle_cfg is not None:
-                tree = expand_tree(draft, draft_embed, draft_head, hidden, d_cache, root, cycle_cfg, self.draft_vocab)
+                tree = expand_tree(draft, draft_embed, draft_head, hidden, d_cache, root, cycle_cfg, self.draft_vocab,
+                                   stop_early=not fewer_reads)
             else:
                 tree = _root_only(root, device)
             keep = torch.cat([torch.ones(tree.size, context, dtype=torch.bool, device=device), tree.mask], dim=1)
@@ -254,7 +258,7 @@ class HassModel(nn.Module):
             # them at once; sampling visits them one by one, so they are projected first), the bonus row if a leaf's
             logits = NodeLogits(features[0], lm_head)
             if sampling.greedy:
-                nodes, path, bonus = verify_greedy(tree, logits, on_device)
+                nodes, path, bonus = verify_greedy(tree, logits, bonus_on_device=fewer_reads)
             else:
                 logits.prefetch(internal_nodes(tree))
                 nodes, path, bonus = verify_sampling(tree, logits, sampling, generator)
@@ -336,12 +340,18 @@ def expand_tree(
     root: int,
     cfg: TreeConfig,
     vocab: torch.Tensor | None = None,  # (V',) token id of each lm_head output when it covers a draft vocabulary
+    stop_early: bool = True,
 ) -> Tree:
     """EAGLE-2 expansion: depth - 1 batched draft forwards over the best top_k frontier nodes, then re-rank.
 
     Every fed node attends to the accepted context plus its own ancestors; the draft cache is cropped back to
     C afterwards, so the tree's scratch entries never outlive the cycle. With ``vocab``, ``lm_head`` scores only
     those tokens and q is the draft's distribution renormalised over them.
+
+    With ``cfg.min_prob`` (the confidence bound), nodes scoring below log(min_prob) are left out of the tree,
+    and, with ``stop_early``, the expansion stops at the first level whose best frontier node is below it (its
+    children can only score lower). That check reads one number per level to the host; on a GPU the loop
+    turns it off (fewer_reads) and only leaves the nodes out.
     """
     k, context = cfg.top_k, cache.length
     device = hidden.device
@@ -356,7 +366,10 @@ def expand_tree(
     ancestry = torch.zeros(k, 0, dtype=torch.bool, device=device)  # (k, fed) over the nodes fed so far
     eye = torch.eye(k, dtype=torch.bool, device=device)
     n_cand = k
+    bound = math.log(cfg.min_prob) if cfg.min_prob > 0 else None
     for step in range(1, cfg.depth):
+        if bound is not None and stop_early and float(scores[0]) < bound:  # topk: scores[0] is the best
+            break
         ancestry = torch.cat([ancestry, eye], dim=1)  # (k, fed + k)
         keep = torch.cat([torch.ones(k, context, dtype=torch.bool, device=device), ancestry], dim=1)
         position = torch.full((1, k), context - 1 + step, device=device)
@@ -377,7 +390,8 @@ def expand_tree(
         feats = out[slot]
         ancestry = ancestry[slot]
     cache.crop(context)
-    return select_tree(root, torch.cat(cand_tokens), torch.cat(cand_scores), torch.cat(cand_parents), cfg.total_tokens)
+    return select_tree(root, torch.cat(cand_tokens), torch.cat(cand_scores), torch.cat(cand_parents), cfg.total_tokens,
+                       bound)
 
 
 def draft_projections(embed: nn.Module, lm_head: nn.Module, dtype: torch.dtype, vocab: torch.Tensor | None = None):

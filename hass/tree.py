@@ -40,11 +40,13 @@ def select_tree(
     cand_scores: torch.Tensor,  # (M,) cumulative log-probabilities under the draft
     cand_parents: torch.Tensor,  # (M,) candidate index of the parent, -1 = the root; cand_parents[m] < m
     total_tokens: int,
+    min_log_prob: float | None = None,
 ) -> Tree:
-    """Keep the ``total_tokens - 1`` best candidates and arrange them as a tree below the root.
+    """Keep the ``total_tokens - 1`` best candidates and arrange them as a tree below the root; with
+    ``min_log_prob``, only those of them whose score reaches it (the confidence bound).
 
     A child's score never exceeds its parent's (log q <= 0), and a stable sort breaks ties by candidate index,
-    i.e. parent first, so the kept set is closed under taking ancestors.
+    i.e. parent first, so the kept set is closed under taking ancestors, with or without the bound.
     """
     m = cand_tokens.numel()
     n_keep = min(total_tokens - 1, m)
@@ -58,18 +60,35 @@ def select_tree(
     parents = node_of[torch.where(parent_cand < 0, m, parent_cand)]  # -1 where an ancestor was dropped:
     parents = torch.cat([parents.new_tensor([-1]), parents])  # build_tree refuses it, on its one host read
     tokens = torch.cat([cand_tokens.new_tensor([root_token]), cand_tokens[kept]])
-    return build_tree(tokens, parents)
+    if min_log_prob is None:
+        return build_tree(tokens, parents)
+    ok = torch.cat([torch.ones(1, dtype=torch.bool, device=tokens.device), cand_scores[kept] >= min_log_prob])
+    return build_tree(tokens, parents, ok)
 
 
-def build_tree(tokens: torch.Tensor, parents: torch.Tensor) -> Tree:
+def build_tree(tokens: torch.Tensor, parents: torch.Tensor, keep: torch.Tensor | None = None) -> Tree:
     """Derive depths, the ancestor mask and the leaf paths from a parent array (parents[n] < n).
 
-    Parents and tokens come to the host in one read (a GPU sync); everything else is built there and sent
-    back, and the host copies stay in the Tree for the loop (hass.generation reads the tree nowhere else).
+    ``keep``: (N,) bool, the nodes to keep (a set closed under taking parents, the root in it); the others are
+    dropped and the kept ones renumbered in order. Parents, tokens (and keep) come to the host in one read (a
+    GPU sync); everything else is built there and sent back, and the host copies stay in the Tree for the loop
+    (hass.generation reads the tree nowhere else).
     """
     n = tokens.numel()
-    both = torch.cat([parents.to(tokens.dtype), tokens]).tolist()
-    par, host_tokens = both[:n], both[n:]
+    parts = [parents.to(tokens.dtype), tokens] + ([] if keep is None else [keep.to(tokens.dtype)])
+    both = torch.cat(parts).tolist()
+    par, host_tokens = both[:n], both[n:2 * n]
+    if keep is not None:
+        kept = [i for i in range(n) if both[2 * n + i]]
+        if len(kept) < n:
+            new_index = {old: new for new, old in enumerate(kept)}
+            if kept[0] != 0 or any(par[i] >= 0 and par[i] not in new_index for i in kept):
+                raise ValueError("keep must hold the root and every kept node's parent")
+            par = [-1 if par[i] < 0 else new_index[par[i]] for i in kept]
+            host_tokens = [host_tokens[i] for i in kept]
+            n = len(kept)
+            tokens = torch.tensor(host_tokens, dtype=tokens.dtype, device=tokens.device)
+            parents = torch.tensor(par, dtype=parents.dtype, device=parents.device)
     depth = [0] * n
     anc = torch.zeros(n, n, dtype=torch.bool)
     anc[0, 0] = True

@@ -1,4 +1,6 @@
 """Speculative greedy == plain greedy (transformers generate), token for token."""
+import math
+
 import pytest
 import torch
 
@@ -6,7 +8,7 @@ from conftest import perfect_pair, tiny_draft, tiny_target
 from hass import HassModel, TreeConfig
 
 TREES = [TreeConfig(), TreeConfig(2, 1, 1), TreeConfig(7, 6, 1), TreeConfig(2, 3, 4), TreeConfig(12, 3, 3),
-         TreeConfig(40, 8, 5), TreeConfig(1 + 4 + 16, 2, 4)]
+         TreeConfig(40, 8, 5), TreeConfig(1 + 4 + 16, 2, 4), TreeConfig(30, 6, 4, min_prob=0.02)]
 
 
 def hf_greedy(target, prompt, max_new_tokens, eos=None):
@@ -18,7 +20,7 @@ def hf_greedy(target, prompt, max_new_tokens, eos=None):
 def test_speculative_greedy_equals_transformers(family, seed):
     target = tiny_target(family, seed=seed)
     model = HassModel(target, tiny_draft(target, seed=seed + 100))
-    model.bonus_on_device = seed % 2 == 1  # both ways to find a leaf's bonus token (the GPU's and the CPU's)
+    model.fewer_reads = seed % 2 == 1  # both ways to find a leaf's bonus token (the GPU's and the CPU's)
     gen = torch.Generator().manual_seed(seed)
     for prompt_len in (1, 3, 17):
         prompt = torch.randint(0, 128, (1, prompt_len), generator=gen)
@@ -159,9 +161,9 @@ def test_the_target_head_runs_only_where_verification_reads_it(monkeypatch):
     target.get_output_embeddings().register_forward_hook(lambda m, i, o: rows.append(i[0].shape[-2]))
     real = generation.verify_greedy
 
-    def spy(tree, logits, *rest):
+    def spy(tree, logits, *rest, **options):
         cycles.append((tree.size, len(internal_nodes(tree)), len(rows)))
-        return real(tree, logits, *rest)
+        return real(tree, logits, *rest, **options)
 
     monkeypatch.setattr(generation, "verify_greedy", spy)
     out = model.generate(prompt, max_new_tokens=30, eos_token_id=[], tree=TreeConfig(16, 4, 4))
@@ -181,7 +183,7 @@ def test_a_greedy_cycle_reads_the_host_at_most_twice(monkeypatch, on_device, mos
 
     target = tiny_target("llama", seed=2)
     model = HassModel(target, tiny_draft(target, seed=5))
-    model.bonus_on_device = on_device
+    model.fewer_reads = on_device
     prompt = torch.randint(0, 128, (1, 9), generator=torch.Generator().manual_seed(2))
     expected = hf_greedy(target, prompt, 40)
     reads, starts = [], []
@@ -251,3 +253,52 @@ def test_a_target_with_offloaded_layers_gives_the_same_output(tmp_path):
     assert next(layer1.parameters()).device.type == "meta"  # offloaded: its weights are loaded per forward
     out = model.generate(prompt, max_new_tokens=12, eos_token_id=[], tree=TreeConfig(8, 3, 2))
     assert torch.equal(out.sequences, expected)
+
+
+def test_a_confidence_bound_sends_fewer_nodes_and_drafts_fewer_levels(monkeypatch):
+    """min_prob leaves out exactly the nodes of the fixed tree scoring below it, stops drafting at the first level
+    none reaches it, and the output stays the plain greedy one."""
+    from hass import generation
+
+    target = tiny_target("llama", seed=4)
+    model = HassModel(target, tiny_draft(target, seed=6))
+    prompt = torch.randint(0, 128, (1, 6), generator=torch.Generator().manual_seed(4))
+    expected = hf_greedy(target, prompt, 30)
+    fixed, bounded = TreeConfig(20, 5, 3), TreeConfig(20, 5, 3, min_prob=0.05)
+    selected, steps = [], []
+    real_select, real_draft = generation.select_tree, model.draft.forward
+    monkeypatch.setattr(generation, "select_tree", lambda *a: selected.append(a) or real_select(*a))
+    monkeypatch.setattr(model.draft, "forward", lambda *a, **k: steps.append(a[0].shape[1]) or real_draft(*a, **k))
+    out = model.generate(prompt, max_new_tokens=30, eos_token_id=[], tree=bounded)
+    assert torch.equal(out.sequences, expected)
+    assert len(selected) == len(out.accept_lengths)
+    pruned_any = False
+    for root, tokens, scores, parents, total, bound in selected:
+        assert bound == pytest.approx(math.log(0.05))
+        tree = real_select(root, tokens, scores, parents, total, bound)
+        full = real_select(root, tokens, scores, parents, total)  # the same candidates without the bound
+        keep = [0] + [i for i in range(1, full.size) if float(_node_score(full, tokens, scores, parents, i)) >= bound]
+        assert tree.tokens.tolist() == full.tokens[keep].tolist()
+        pruned_any |= tree.size < full.size
+    assert pruned_any
+    # fewer draft forwards per cycle than the fixed tree's depth - 1 in some cycle (one forward per cycle is the
+    # draft's step on the accepted tokens; the expansion forwards feed top_k nodes each)
+    expansions = sum(1 for n in steps if n == fixed.top_k)
+    assert expansions < (fixed.depth - 1) * len(out.accept_lengths)
+    with pytest.raises(ValueError, match="min_prob"):
+        TreeConfig(8, 4, 2, min_prob=1.0)
+    assert TreeConfig.parse("8/4/2@0.05") == TreeConfig(8, 4, 2, min_prob=0.05)
+
+
+def _node_score(full, tokens, scores, parents, node):
+    """The candidate score of a node of ``full``, found by walking its path through the candidate arrays."""
+    path = []
+    while node > 0:
+        path.append(int(full.tokens[node]))
+        node = int(full.parents[node])
+    path.reverse()
+    cand, parent = None, -1
+    for tok in path:  # the candidate with this token under the current parent (unique per parent)
+        cand = next(c for c in range(tokens.numel()) if int(parents[c]) == parent and int(tokens[c]) == tok)
+        parent = cand
+    return scores[cand]
