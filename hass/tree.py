@@ -20,8 +20,8 @@ class Tree:
     depths: torch.Tensor  # (N,) root 0
     mask: torch.Tensor  # (N, N) bool, mask[i, j] = j is i or an ancestor of i
     paths: torch.Tensor  # (P, max_depth + 1) node indices root -> leaf, padded with -1
-    host_parents: list[int] | None = None  # parents and tokens as read to the host once, by build_tree
-    host_tokens: list[int] | None = None
+    host_parents: list[int]  # parents and tokens as build_tree read them to the host, once
+    host_tokens: list[int]
 
     @property
     def size(self) -> int:
@@ -30,8 +30,7 @@ class Tree:
     @property
     def internal(self) -> list[int]:
         """Nodes with at least one child, ascending (from the host copy: no device read)."""
-        par = self.host_parents if self.host_parents is not None else self.parents.tolist()
-        return sorted(set(par[1:]))
+        return sorted(set(self.host_parents[1:]))
 
 
 def select_tree(

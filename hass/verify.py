@@ -143,8 +143,8 @@ def verify_sampling(
     Each emitted token is then distributed exactly as p (docs/METHOD.md section 6).
     """
     logits = NodeLogits.of(logits)
-    children = children_lists(tree.host_parents if tree.host_parents is not None else tree.parents)
-    tokens = tree.host_tokens if tree.host_tokens is not None else tree.tokens.tolist()
+    children = children_lists(tree.host_parents)
+    tokens = tree.host_tokens
 
     def probs_at(n: int) -> torch.Tensor:  # processed only on the rows visited (a top-p sort per row)
         return process_logits(logits.rows([n])[0], sampling)

@@ -95,10 +95,10 @@ def test_config_file_stages_and_overrides(tmp_path):
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_auto_dtypes_follow_the_bf16_units_and_may_change_on_resume(monkeypatch, fast):
-    import train.config as config_module
+    import hass.precision
     from train.trainer import RESUME_MAY_CHANGE
 
-    monkeypatch.setattr(config_module, "bf16_is_fast", lambda device: fast)
+    monkeypatch.setattr(hass.precision, "bf16_is_fast", lambda device: fast)
     cfg = TrainConfig(target="t", data="d", output_dir="o", dtype="auto", target_dtype="auto")
     assert cfg.dtype == cfg.target_dtype == ("bfloat16" if fast else "float32")  # saved resolved: what ran
     assert {"dtype", "target_dtype"} <= set(RESUME_MAY_CHANGE)  # a run may move to a CPU without bf16 units

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from hass.losses import LossWeights
-from hass.precision import bf16_is_fast
+from hass.precision import fast_draft_dtype
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 
@@ -24,8 +24,7 @@ def fast_dtype_name() -> str:
     """What ``"auto"`` means for a training dtype here: bfloat16 where bf16 matrix products are fast (a CUDA GPU
     with bf16, a CPU with AVX512-BF16 or AMX), else float32. On an AVX2-only CPU bf16 is emulated: a SmolLM2
     forward ran 6x slower in bf16 than in fp32, a draft training step 30x."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return "bfloat16" if bf16_is_fast(device) else "float32"
+    return str(fast_draft_dtype("cuda" if torch.cuda.is_available() else "cpu")).removeprefix("torch.")
 
 
 @dataclass(frozen=True)
