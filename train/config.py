@@ -49,6 +49,7 @@ class TrainConfig:
     epochs: int = 1
     max_steps: int = 0  # optimiser steps; 0 = epochs over the training split
     start_batch: int = 0  # index of the first micro-batch: a later stage can skip the batches earlier ones saw
+    stop_at: int = 0  # save a checkpoint and stop at this optimiser step, the schedule unchanged (0: run to the end)
     batch_size: int = 2  # per process
     grad_accum: int = 1
     max_length: int = 2048
@@ -87,8 +88,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "start_batch", "eval_every", "save_every", "keep_checkpoints", "threads", "hod_weight",
-                     "draft_vocab_size",
+        for name in ("max_steps", "start_batch", "stop_at", "eval_every", "save_every", "keep_checkpoints", "threads",
+                     "hod_weight", "draft_vocab_size",
                      "cls_weight", "noise", "weight_decay", "grad_clip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")

@@ -311,7 +311,7 @@ def _accumulate(sums: dict, terms: list[dict], loss: torch.Tensor) -> None:
 # The compute dtypes are among them: a run that moves between machines (bf16 fast on one CPU, emulated on the
 # next) keeps its fp32 master weights and optimiser state whatever the autocast precision.
 RESUME_MAY_CHANGE = ("resume", "output_dir", "eval_every", "save_every", "keep_checkpoints", "threads", "plot",
-                     "eval_max_batches", "dtype", "target_dtype")
+                     "eval_max_batches", "dtype", "target_dtype", "stop_at")
 
 
 def resume_differences(folder: Path, cfg: TrainConfig, state: dict, identity: dict) -> list[str]:
@@ -358,11 +358,13 @@ def _warmup_then_linear(warmup: int, total: int):
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Run (or resume) training; return the final checkpoint folder."""
+    """Run (or resume) training; return the final checkpoint folder, or the step checkpoint of ``cfg.stop_at``."""
     run = Run(cfg)
     resume = _find_resume(cfg, run.out)
     if resume is not None:
         run.load(resume)
+    if cfg.stop_at and run.step >= cfg.stop_at:
+        raise ValueError(f"stop_at={cfg.stop_at}: this run is already at step {run.step}")
     if run.rank == 0:
         print(f"training: {len(run.train_set)} train / {len(run.eval_set)} eval samples, {run.total_steps} steps "
               f"x {cfg.grad_accum} x {cfg.batch_size} x {run.world} processes, features "
@@ -383,6 +385,9 @@ def train(cfg: TrainConfig) -> Path:
             if run.rank == 0:
                 run.log({"step": run.step, "split": "eval", **run.evaluate()})
             _barrier(run.world)
+        if cfg.stop_at and run.step == cfg.stop_at and not last:
+            bar.close()
+            return run.save(f"step-{run.step:08d}")
         if cfg.save_every and run.step % cfg.save_every == 0 and not last:
             run.save(f"step-{run.step:08d}")
     bar.close()
