@@ -7,16 +7,23 @@ The accept length comes from the draft's measured acceptance by depth on a tree 
 rates a_d = P(accepted >= d | accepted >= d - 1), a tree of depth D accepts 1 + sum_{d<=D} prod_{j<=d} a_j
 tokens per forward on average (the bonus token included). A shallower tree of the same width and top-k is a
 candidate too, estimated with the prefix of the same rates (a conservative estimate: its levels could only be
-as wide or wider). The cycle times come from timing each candidate on this machine (evaluation.cycle_cost;
-``python -m evaluation.auto_tree`` does both and caches the timings). The choice itself is the pure function
-:func:`choose_tree`.
+as wide or wider). The cycle times come from timing each candidate on this machine (hass.cycle_timing; a
+confidence-bounded tree at its full size, the most it can cost). The choice itself is the pure function
+:func:`choose_tree`; :func:`auto_tree` (``HassModel.auto_tree()``, ``generate(tree="auto")``, ``python -m
+evaluation.auto_tree``) times the candidates once per machine and settings, caches the timings under
+``$HASS_CACHE/auto_tree/``, and chooses.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import platform
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from .config import TreeConfig
 from .errors import CheckpointError
@@ -61,6 +68,7 @@ class Choice:
     tree: TreeConfig | None  # None: no tree beats plain decoding on this machine
     speedup: float  # expected, against plain decoding through the same loop
     table: list[tuple[str, float, float, float]]  # (tree, expected tau, cycle ms, expected speedup), best first
+    step_ms: float = 0.0  # the one-token step the speedups are against
 
 
 def choose_tree(taus: dict[TreeConfig, float], cycle_ms: dict[TreeConfig, float], step_ms: float) -> Choice:
@@ -73,8 +81,8 @@ def choose_tree(taus: dict[TreeConfig, float], cycle_ms: dict[TreeConfig, float]
     rows = sorted(((tree_name(t), tau, cycle_ms[t], tau * step_ms / cycle_ms[t]) for t, tau in taus.items()),
                   key=lambda r: -r[3])
     if not rows or rows[0][3] <= 1.0:
-        return Choice(None, 1.0, rows)
-    return Choice(TreeConfig.parse(rows[0][0]), rows[0][3], rows)
+        return Choice(None, 1.0, rows, step_ms)
+    return Choice(TreeConfig.parse(rows[0][0]), rows[0][3], rows, step_ms)
 
 
 def load_acceptance(draft_dir: str | os.PathLike) -> dict[str, list[float]]:
@@ -99,3 +107,91 @@ def save_acceptance(draft_dir: str | os.PathLike, tree: TreeConfig, rates: list[
         raise ValueError(f"a tree of depth {tree.depth} needs {tree.depth} rates in [0, 1], got {rates}")
     record["trees"][tree_name(tree)] = {"rates": rates, **source}
     return atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+def machine_key(device: torch.device) -> dict:
+    """What a timing depends on besides the model: the processor, its torch kernels and the thread count."""
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    key = {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+           "torch": torch.__version__, "device": str(device)}
+    if device.type == "cuda":
+        key["gpu"] = torch.cuda.get_device_name(device)
+    return key
+
+
+def auto_tree(model, acceptance: str | os.PathLike | dict[str, list[float]] | None = None, *, context: int = 300,
+              repeats: int = 7, refresh: bool = False, cache_dir: str | os.PathLike | None = None,
+              verbose: bool = True) -> Choice:
+    """The tree with the most expected tokens/s for ``model`` (a HassModel with a draft) on this machine.
+
+    ``acceptance``: the draft's acceptance by depth, as a draft folder holding ``acceptance.json`` (default: the
+    folder ``model`` loaded its draft from) or as {tree name: conditional rates}. Every recorded tree and its
+    shallower versions are timed here (hass.cycle_timing, about 10 s for SmolLM2 on 2 CPU cores) and the timings
+    cached in ``cache_dir`` (default ``$HASS_CACHE/auto_tree``, else ``~/.cache/hass/auto_tree``) under a key of
+    the machine, the weights' identity and dtypes, the kernels, the draft vocabulary, ``context`` and the
+    candidates; ``refresh`` times again. Returns a :class:`Choice`: ``choice.tree`` is None where no tree beats
+    plain decoding. Raises CheckpointError, before any timing, when there is no acceptance record, saying how
+    to make one.
+    """
+    if model.draft is None:
+        raise ValueError("auto_tree chooses the draft's tree, but this HassModel has no draft")
+    if acceptance is None:
+        acceptance = getattr(model, "draft_path", None)
+        if acceptance is None:
+            raise CheckpointError("this HassModel was not loaded from a draft folder: pass acceptance= (a draft "
+                                  "folder with acceptance.json, or {tree name: rates})")
+    source = acceptance if isinstance(acceptance, dict) else str(Path(acceptance).resolve())
+    taus = candidates(acceptance if isinstance(acceptance, dict) else load_acceptance(acceptance))
+    if not taus:
+        raise CheckpointError(f"the acceptance record of {source} names no tree")
+    names = sorted(tree_name(t) for t in taus)
+    target, draft = model.target, model.draft
+    packed = any(type(m).__name__ == "PackedLinear" for m in target.modules())
+    vocab = None if model.draft_vocab is None else int(model.draft_vocab.numel())
+    identity = [machine_key(model.device), getattr(target.config, "_name_or_path", ""),
+                str(target.get_input_embeddings().weight.dtype), packed, source, str(draft.fc.weight.dtype), vocab,
+                context, names]
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    root = Path(cache_dir or os.environ.get("HASS_CACHE") or "~/.cache/hass").expanduser()
+    cached = root / "auto_tree" / f"{key}.json"
+    timing = None
+    if cached.is_file() and not refresh:
+        try:
+            timing = json.loads(cached.read_text())
+            cycle = {t: float(timing["cycle_ms"][tree_name(t)]) for t in taus}
+            step = float(timing["step_ms"])
+        except (ValueError, KeyError, TypeError):
+            timing = None  # a damaged cache entry is timed again
+        else:
+            if verbose:
+                print(f"auto tree: timings from {cached}", file=sys.stderr)
+    if timing is None:
+        from .cycle_timing import measure  # imports the generation loop, which imports this module
+
+        if verbose:
+            print(f"auto tree: timing {len(taus)} candidate trees on this machine ...", file=sys.stderr)
+        def full(t: TreeConfig) -> TreeConfig:  # a bounded tree is timed at its full size
+            return TreeConfig(t.total_tokens, t.depth, t.top_k)
+
+        vocabs = {vocab: model.draft_vocab} if vocab is not None else None
+        result = measure(model, sorted({full(t) for t in taus}, key=tree_name), context, repeats, vocabs=vocabs)
+        suffix = f" V={vocab}" if vocab is not None else ""
+        by_name = {r["tree"]: r["cycle_ms"] for r in result["trees"]}
+        step = result["milliseconds"]["vanilla step"]
+        cycle = {t: by_name[tree_name(full(t)) + suffix] for t in taus}
+        atomic_write_text(cached, json.dumps({"step_ms": step, "cycle_ms": {tree_name(t): ms for t, ms in cycle.items()},
+                                              "key": identity}, indent=2, default=str) + "\n")
+    return choose_tree(taus, cycle, step)
+
+
+def format_choice(choice: Choice) -> str:
+    """The one-token step, the candidates as a markdown table (best first), and the choice as its last line."""
+    lines = [f"one-token step {choice.step_ms:.1f} ms", ""]
+    lines += ["| tree | expected tau | cycle ms | expected speedup |", "|---|---|---|---|"]
+    lines += [f"| {name} | {tau:.2f} | {ms:.1f} | {speedup:.2f}x |" for name, tau, ms, speedup in choice.table]
+    lines.append(f"tree {tree_name(choice.tree) if choice.tree else 'none'}")
+    return "\n".join(lines)

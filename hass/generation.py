@@ -68,6 +68,7 @@ class HassModel(nn.Module):
         # without stopping its expansion early (expand_tree). None: on any device but the CPU, where a read
         # costs nothing and an lm_head row or a draft step does.
         self.fewer_reads: bool | None = None
+        self.draft_path: str | None = None  # the draft folder, when loaded from one (auto_tree reads its acceptance)
 
     @classmethod
     def from_pretrained(
@@ -146,11 +147,24 @@ class HassModel(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(base, **hub)
         except (OSError, ValueError):
             tokenizer = None  # a bare model folder: callers pass token ids
-        return cls(target, draft, tokenizer, draft_vocab)
+        model = cls(target, draft, tokenizer, draft_vocab)
+        model.draft_path = str(draft_model_path) if draft_model_path else None  # where auto_tree reads acceptance
+        return model
 
     @property
     def device(self) -> torch.device:
         return self.target.get_input_embeddings().weight.device
+
+    def auto_tree(self, acceptance=None, refresh: bool = False, **kwargs):
+        """The tree with the most expected tokens/s for this model on this machine (hass.auto_tree.auto_tree:
+        the draft's recorded acceptance by depth x this machine's cycle times, timed once and cached). Returns a
+        ``hass.auto_tree.Choice``; its ``tree`` is None where no tree beats plain decoding. ``generate(tree=
+        "auto")`` uses it, chosen once per model."""
+        from .auto_tree import auto_tree
+
+        choice = auto_tree(self, acceptance, refresh=refresh, **kwargs)
+        self.__dict__["_auto_choice"] = choice  # a plain attribute, as _projections
+        return choice
 
     # ------------------------------------------------------------------ public API
     @torch.inference_mode()
@@ -188,17 +202,28 @@ class HassModel(nn.Module):
 
         input_ids: (1, T) or (T,) prompt. temperature 0 = greedy; top_p / top_k process the target's
         distribution as in transformers. tree: the draft tree shape (TreeConfig(60, 6, 10) by default; ignored
-        without a draft). eos_token_id: int or list; default from the generation config / tokenizer.
+        without a draft), or ``"auto"``: the fastest for this machine (``auto_tree()``, timed once per model and
+        cached on disk; plain decoding where no tree beats it). eos_token_id: int or list; default from the generation config / tokenizer.
         generator: a torch.Generator for reproducible sampling. include_eos=False leaves the final eos token
         out of what is yielded (for printing text; a chunk may then be empty). Bad input raises here, before any work.
         """
         prompt = self._check_inputs(input_ids, max_new_tokens)
         sampling = SamplingConfig(temperature=float(temperature), top_p=float(top_p), top_k=int(top_k))
-        tree_cfg = tree if tree is not None else TreeConfig()
-        if not isinstance(tree_cfg, TreeConfig):
-            raise TypeError(f"tree must be a hass.TreeConfig, got {type(tree_cfg).__name__}")
-        tree_cfg.check_vocab(self.target.config.vocab_size)
-        if self.draft is not None and self.draft_vocab is not None and tree_cfg.top_k > self.draft_vocab.numel():
+        if isinstance(tree, str):
+            if tree != "auto":
+                raise ValueError(f"tree must be a hass.TreeConfig or \"auto\", got {tree!r}")
+            tree_cfg = None
+            if self.draft is not None:
+                choice = self.__dict__.get("_auto_choice") or self.auto_tree()
+                tree_cfg = choice.tree  # None: plain decoding is the fastest here
+        else:
+            tree_cfg = tree if tree is not None else TreeConfig()
+            if not isinstance(tree_cfg, TreeConfig):
+                raise TypeError(f"tree must be a hass.TreeConfig or \"auto\", got {type(tree_cfg).__name__}")
+        if tree_cfg is not None:
+            tree_cfg.check_vocab(self.target.config.vocab_size)
+        if (self.draft is not None and self.draft_vocab is not None and tree_cfg is not None
+                and tree_cfg.top_k > self.draft_vocab.numel()):
             raise ValueError(f"TreeConfig.top_k={tree_cfg.top_k} is above the draft vocabulary size "
                              f"{self.draft_vocab.numel()}")
         eos = self._eos_ids(eos_token_id)
@@ -210,7 +235,10 @@ class HassModel(nn.Module):
     # ------------------------------------------------------------------ the loop
     @torch.inference_mode()
     def _decode(self, prompt, max_new_tokens, sampling, tree_cfg, eos, generator) -> Iterator[list[int]]:
-        target, draft = self.target, self.draft
+        """tree_cfg None: plain decoding through the same loop, the draft left idle."""
+        target, draft = self.target, self.draft if tree_cfg is not None else None
+        if tree_cfg is None:
+            tree_cfg = TreeConfig(2, 1, 1)  # sizes the caches only: no tree is drafted without a draft
         embed, lm_head = target.get_input_embeddings(), target.get_output_embeddings()
         dtype, device = embed.weight.dtype, prompt.device
         if draft is not None:  # the draft may run in another precision than the target (see from_pretrained)

@@ -76,3 +76,77 @@ def test_record_from_answers_then_choose_on_this_machine(tmp_path, monkeypatch, 
     assert any((tmp_path / "cache" / "auto_tree").iterdir())
     auto_tree.main(args)  # the second call reads the cached timings
     assert capsys.readouterr().out == first
+
+
+def _fake_measure(cycle_ms: float, step_ms: float, calls: list):
+    """A stand-in for hass.cycle_timing.measure: every tree's cycle takes ``cycle_ms``, a plain step ``step_ms``."""
+    def measure(model, trees, context, repeats, vocabs=None):
+        calls.append([t for t in trees])
+        suffix = f" V={next(iter(vocabs))}" if vocabs else ""
+        rows = [{"tree": f"{t.total_tokens}/{t.depth}/{t.top_k}{suffix}", "cycle_ms": cycle_ms} for t in trees]
+        return {"milliseconds": {"vanilla step": step_ms}, "trees": rows}
+    return measure
+
+
+def test_generate_with_the_automatic_tree_is_lossless_and_cached(tmp_path, monkeypatch):
+    from hass import HassModel, cycle_timing
+    from test_generation import hf_greedy
+
+    from conftest import perfect_pair
+    target, draft = perfect_pair("llama")
+    draft.save_pretrained(tmp_path / "draft")
+    save_acceptance(tmp_path / "draft", TreeConfig(6, 3, 2), [0.9, 0.8, 0.7], {})
+    monkeypatch.setenv("HASS_CACHE", str(tmp_path / "cache"))
+    calls = []
+    monkeypatch.setattr(cycle_timing, "measure", _fake_measure(12.0, 10.0, calls))
+    prompt = torch.tensor([[3, 1, 4, 1, 5]])
+    ref = hf_greedy(target, prompt, 30)
+
+    model = HassModel(target, draft)
+    model.draft_path = str(tmp_path / "draft")
+    out = model.generate(prompt, max_new_tokens=30, tree="auto", eos_token_id=[])
+    assert torch.equal(out.sequences, ref)
+    choice = model.auto_tree()  # the second choice reads the cached timings
+    assert len(calls) == 1 and choice.tree == TreeConfig(6, 3, 2)  # tau 1 + .9 + .72 + .504 = 3.12 in 1.2 steps
+    assert choice.speedup == pytest.approx(3.124 / 1.2)
+    assert max(out.accept_lengths) == 4  # the perfect draft's full paths: the chosen tree was drafted
+    assert sorted(map(str, calls[0])) == sorted(map(str, [TreeConfig(3, 1, 2), TreeConfig(6, 2, 2),
+                                                          TreeConfig(6, 3, 2)]))
+
+    # where every cycle costs 4 plain steps, no tree pays: plain decoding through the same loop
+    slow = HassModel(target, draft)
+    monkeypatch.setattr(cycle_timing, "measure", _fake_measure(40.0, 10.0, calls))
+    choice = slow.auto_tree(tmp_path / "draft", refresh=True)
+    assert choice.tree is None and len(calls) == 2
+    out = slow.generate(prompt, max_new_tokens=30, tree="auto", eos_token_id=[])
+    assert torch.equal(out.sequences, ref) and out.accept_lengths == [1] * 29
+
+
+def test_a_bounded_tree_is_timed_at_full_size(tmp_path, monkeypatch):
+    from hass import HassModel, cycle_timing
+
+    target = tiny_target("llama")
+    model = HassModel(target, tiny_draft(target))
+    calls = []
+    monkeypatch.setattr(cycle_timing, "measure", _fake_measure(12.0, 10.0, calls))
+    choice = model.auto_tree({"6/3/2@0.1": [0.9, 0.8, 0.7]}, cache_dir=tmp_path)
+    assert TreeConfig(6, 3, 2) in calls[0] and all(t.min_prob == 0 for t in calls[0])
+    assert choice.tree == TreeConfig(6, 3, 2, min_prob=0.1)
+
+
+def test_automatic_tree_bad_input(tmp_path):
+    from hass import HassModel
+
+    target = tiny_target("llama")
+    model = HassModel(target, tiny_draft(target))
+    prompt = torch.tensor([[1, 2, 3]])
+    with pytest.raises(ValueError, match="TreeConfig or \"auto\""):
+        model.generate(prompt, max_new_tokens=4, tree="fastest")
+    with pytest.raises(CheckpointError, match="acceptance="):
+        model.generate(prompt, max_new_tokens=4, tree="auto")  # not loaded from a folder: nowhere to read
+    with pytest.raises(CheckpointError, match="record_acceptance"):
+        model.auto_tree(tmp_path, cache_dir=tmp_path)  # a folder without a record says how to make one
+    plain = HassModel(target, None)  # no draft: "auto" is plain decoding
+    assert plain.generate(prompt, max_new_tokens=4, tree="auto").new_tokens == 4
+    with pytest.raises(ValueError, match="no draft"):
+        plain.auto_tree({"6/3/2": [0.5, 0.5, 0.5]})
