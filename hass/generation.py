@@ -203,7 +203,8 @@ class HassModel(nn.Module):
         input_ids: (1, T) or (T,) prompt. temperature 0 = greedy; top_p / top_k process the target's
         distribution as in transformers. tree: the draft tree shape (TreeConfig(60, 6, 10) by default; ignored
         without a draft), or ``"auto"``: the fastest for this machine (``auto_tree()``, timed once per model and
-        cached on disk; plain decoding where no tree beats it). eos_token_id: int or list; default from the generation config / tokenizer.
+        cached on disk; plain decoding where no tree beats it). eos_token_id: int or list; default from the
+        generation config / tokenizer.
         generator: a torch.Generator for reproducible sampling. include_eos=False leaves the final eos token
         out of what is yielded (for printing text; a chunk may then be empty). Bad input raises here, before any work.
         """
