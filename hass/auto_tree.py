@@ -28,6 +28,7 @@ import torch
 from .config import TreeConfig
 from .errors import CheckpointError
 from .files import atomic_write_text
+from .zoo import cache_root
 
 ACCEPTANCE_FILE = "acceptance.json"
 
@@ -156,8 +157,7 @@ def auto_tree(model, acceptance: str | os.PathLike | dict[str, list[float]] | No
                 str(target.get_input_embeddings().weight.dtype), packed, source, str(draft.fc.weight.dtype), vocab,
                 context, names]
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    root = Path(cache_dir or os.environ.get("HASS_CACHE") or "~/.cache/hass").expanduser()
-    cached = root / "auto_tree" / f"{key}.json"
+    cached = cache_root(cache_dir) / "auto_tree" / f"{key}.json"
     timing = None
     if cached.is_file() and not refresh:
         try:
