@@ -83,6 +83,7 @@ def hca_losses(
     weights: LossWeights,
     vocab: torch.Tensor | None = None,  # (N,) ascending token ids the draft is trained over; None = all V
     draft_head: Callable[[torch.Tensor], torch.Tensor] | None = None,  # (*, h) -> (*, N): lm_head's rows ``vocab``
+    target_top1: torch.Tensor | None = None,  # (P,) the target's argmax over all V at the loss positions, if known
 ) -> list[dict[str, torch.Tensor]]:
     """The loss terms of each aligning step s = 1..steps (see hass.losses.step_loss), against the same targets.
 
@@ -96,6 +97,12 @@ def hca_losses(
     logits at those ids). Positions whose target top-1 lies outside the N stay in the loss (the draft still
     learns the target's order among the tokens it can propose); "acc" compares with the target's top-1 over
     the full vocabulary, so such positions count as misses, and "outside" is their share.
+
+    That full-vocabulary top-1 is the only use of the target's other V - N rows. It comes back as
+    ``terms[0]["target_top1"]`` (P,), in the order of the loss positions (row by row); a caller that passes it
+    in again (``target_top1``, the trainer keeps it per sample from the first epoch on) skips the full
+    projection: the target's logits are then ``draft_head(f_next)``, N rows instead of V (a third of the
+    target-side work for SmolLM2's 49,152 / 16,384).
     """
     if steps < 1:
         raise ValueError(f"HCA needs at least one aligning step, got {steps}")
@@ -104,12 +111,19 @@ def hca_losses(
     f_next = shift_left(target_features)[sel]  # (N, h)
     if (vocab is None) != (draft_head is None):
         raise ValueError("a draft vocabulary needs both vocab (its token ids) and draft_head (their lm_head rows)")
+    if target_top1 is not None and (vocab is None or target_top1.shape != f_next.shape[:1]):
+        raise ValueError(f"target_top1 needs a draft vocabulary and one id per loss position ({f_next.shape[0]}), "
+                         f"got {'no vocabulary' if vocab is None else tuple(target_top1.shape)}")
     with torch.no_grad():
-        target_logits = lm_head(f_next).float()  # (P, V) at the P loss positions
         full_top1 = None
-        if vocab is not None:
-            full_top1 = target_logits.argmax(-1)
-            target_logits = target_logits[:, vocab]  # renormalised over the N tokens by the softmax below
+        if target_top1 is not None:
+            full_top1 = target_top1.to(device=f_next.device, dtype=torch.long)
+            target_logits = draft_head(f_next).float()  # (P, N): the same rows as lm_head(f_next)[:, vocab]
+        else:
+            target_logits = lm_head(f_next).float()  # (P, V) at the P loss positions
+            if vocab is not None:
+                full_top1 = target_logits.argmax(-1)
+                target_logits = target_logits[:, vocab]  # renormalised over the N tokens by the softmax below
         target_probs = torch.softmax(target_logits, dim=-1)  # (P, V) or (P, N)
         target_top = target_probs.topk(min(weights.top_k, target_probs.shape[-1]), dim=-1)  # shared by all steps
         inside = torch.isin(full_top1, vocab) if vocab is not None else None  # (P,) top-1 is a draft token
@@ -126,6 +140,8 @@ def hca_losses(
             draft_top1 = vocab[logits.detach().argmax(-1)]
             t["acc"] = masked_mean((draft_top1 == full_top1).float(), ones).detach()
             t["outside"] = masked_mean((~inside).float(), ones).detach()
+        if s == 1 and full_top1 is not None:
+            t["target_top1"] = full_top1
         terms.append(t)
         if s < steps:
             features = shift_right(g, input_features[:, :1]).detach().to(input_features.dtype)

@@ -179,3 +179,35 @@ def test_a_trimmed_draft_vocabulary_equals_the_plain_reference():
         torch.testing.assert_close(fast[0][key], ref[0][key].to(fast[0][key].dtype), rtol=1e-5, atol=1e-6)
     for name in fast_grads:
         torch.testing.assert_close(fast_grads[name], ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_a_known_target_top1_skips_the_full_projection_with_the_same_terms(steps):
+    draft, lm_head, args = _hca_inputs(seed=3)
+    vocab = torch.tensor(sorted(torch.randperm(128, generator=torch.Generator().manual_seed(1))[:40].tolist()))
+    weights = LossWeights(hod=1.0, top_k=5)
+    head = lambda x: x @ lm_head.weight[vocab].T  # noqa: E731
+    full_rows = []
+
+    def counting_head(x):  # the target's full lm_head, counting the rows it projects
+        full_rows.append(x.shape[0])
+        return lm_head(x)
+
+    first, first_grads = _run(draft, lambda: hca_losses(draft, counting_head, *args, steps, weights, vocab=vocab,
+                                                        draft_head=head))
+    top1 = first[0]["target_top1"]
+    assert full_rows and top1.shape == (sum(full_rows),)
+    full_rows.clear()
+    again, again_grads = _run(draft, lambda: hca_losses(draft, counting_head, *args, steps, weights, vocab=vocab,
+                                                        draft_head=head, target_top1=top1.int()))
+    assert full_rows == []  # the full projection did not run
+    assert torch.equal(again[0]["target_top1"], top1)
+    for a, b in zip(first, again):
+        for key in ("loss", "reg", "cls", "topk", "acc", "outside"):
+            torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7)
+    for name in first_grads:
+        torch.testing.assert_close(first_grads[name], again_grads[name], rtol=1e-5, atol=1e-7, msg=name)
+    with pytest.raises(ValueError, match="one id per loss position"):
+        hca_losses(draft, lm_head, *args, steps, weights, vocab=vocab, draft_head=head, target_top1=top1[:-1])
+    with pytest.raises(ValueError, match="needs a draft vocabulary"):
+        hca_losses(draft, lm_head, *args, steps, weights, target_top1=top1)

@@ -1,4 +1,5 @@
 """The draft trainer on a tiny random target and a deterministic pattern language (CPU, seconds)."""
+import dataclasses
 import json
 import os
 import random
@@ -410,3 +411,36 @@ def test_eval_data_is_held_out_from_training_and_evaluated(tiny, tmp_path):
     assert 0 <= record["acc_s3"] <= 1
     with pytest.raises(ValueError, match="eval_data"):
         Run(config(tiny, tmp_path / "x", eval_data=str(tmp_path / "missing.jsonl")))
+
+
+def test_the_targets_full_top1_is_kept_per_sample_and_resumed(tiny, tmp_path):
+    """With offline features and a draft vocabulary, the first sight of a sample stores its target top-1 over the
+    whole vocabulary; later batches skip that projection with the same terms, and a resumed run has the store."""
+    from train.data import read_prepared
+
+    _, samples = read_prepared(tiny / "data.jsonl")
+    target = LlamaForCausalLM.from_pretrained(tiny / "target", dtype=torch.float32)
+    write_features(target, samples, tmp_path / "feats", target_fingerprint(target.config, str(tiny / "target")),
+                   dtype=torch.float32, progress=False)
+    cfg = config(tiny, tmp_path / "run", features=str(tmp_path / "feats"), draft_vocab_size=40, max_steps=4,
+                 save_every=2, keep_checkpoints=1)
+    run = Run(cfg)
+    batch = collate(run.train_set[:3], 64)
+    first = run.terms(run.draft, batch, None)
+    assert set(run.top1) == set(batch.indices)
+    for i, part in zip(batch.indices, first[0]["target_top1"].split(
+            [len(run.top1[i]) for i in batch.indices])):
+        assert torch.equal(run.top1[i].long(), part)
+    calls = []
+    head = run.target.get_output_embeddings()
+    hook = head.register_forward_hook(lambda *a: calls.append(1))
+    again = run.terms(run.draft, batch, None)
+    hook.remove()
+    assert calls == []  # the full lm_head did not run again
+    for a, b in zip(first, again):
+        for key in ("loss", "reg", "cls", "topk", "acc", "outside"):
+            torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7)
+    train(dataclasses.replace(cfg, max_steps=4, stop_at=2))
+    resumed = Run(cfg)
+    resumed.load(tmp_path / "run" / "step-00000002")
+    assert len(resumed.top1) >= 2 * cfg.batch_size and all(v.dtype == torch.int32 for v in resumed.top1.values())

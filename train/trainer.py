@@ -32,7 +32,7 @@ from hass.alignment import hca_losses
 from hass.draft import DraftModel
 from hass.draft_vocab import count_tokens, save_token_counts, top_tokens
 from hass.files import atomic_write_text, save_figure
-from hass.losses import feature_noise
+from hass.losses import feature_noise, loss_positions
 from train.config import DTYPES, TrainConfig, load_config
 from train.data import read_prepared, split_train_eval
 from train.features import FeatureStore, compute_features, data_fingerprint, target_fingerprint
@@ -127,6 +127,10 @@ class Run:
         if cfg.init_layer == "target" and not cfg.init_from:
             copy_target_layer(self.target, self.draft)
         self.vocab = self.vocab_head = None
+        # the target's top-1 over its whole vocabulary at each training sample's loss positions, filled the first
+        # time a sample is seen (a draft vocabulary then needs only its N rows of the target's lm_head), saved
+        # with every checkpoint
+        self.top1: dict[int, torch.Tensor] = {}
         if cfg.draft_vocab_size:
             self.counts = count_tokens(self.train_set, target_config.vocab_size)
             self.vocab = top_tokens(self.counts, cfg.draft_vocab_size).to(self.device)
@@ -176,10 +180,20 @@ class Run:
         draft_head = None
         if self.vocab is not None:
             draft_head = lambda x: F.linear(x.to(self.vocab_head.dtype), self.vocab_head)  # noqa: E731
+        known, counts = None, None
+        if self.vocab is not None and self.store is not None and min(batch.indices) >= 0:
+            counts = loss_positions(batch.loss_mask, batch.valid).sum(1).long().tolist()
+            parts = [self.top1.get(i) for i in batch.indices]
+            if all(p is not None and len(p) == c for p, c in zip(parts, counts)):
+                known = torch.cat(parts).to(self.device)
         with self.autocast():
-            return hca_losses(draft, lambda x: head(x.to(head.weight.dtype)), inputs, f, token_embeds, positions,
-                              batch.valid, batch.loss_mask, self.cfg.hca_steps, self.cfg.loss_weights,
-                              vocab=self.vocab, draft_head=draft_head)
+            terms = hca_losses(draft, lambda x: head(x.to(head.weight.dtype)), inputs, f, token_embeds, positions,
+                               batch.valid, batch.loss_mask, self.cfg.hca_steps, self.cfg.loss_weights,
+                               vocab=self.vocab, draft_head=draft_head, target_top1=known)
+        if counts is not None and known is None:
+            for i, part in zip(batch.indices, terms[0]["target_top1"].split(counts)):
+                self.top1[i] = part.to(device="cpu", dtype=torch.int32)
+        return terms
 
     def autocast(self):
         dtype = DTYPES[self.cfg.dtype]
@@ -242,6 +256,8 @@ class Run:
         if self.engine is not None:  # ZeRO shards the optimiser state: every process writes its part
             self.engine.save_checkpoint(str(tmp), tag="deepspeed")
         torch.save({"torch": torch.get_rng_state()}, tmp / f"rng_state_{self.rank}.pt")
+        if self.top1:  # ~4 bytes a training token: the next run skips the full-vocabulary projection at once
+            torch.save(self.top1, tmp / f"target_top1_{self.rank}.pt")
         _barrier(self.world)
         if self.rank == 0:
             self.draft.save_pretrained(tmp)
@@ -287,6 +303,9 @@ class Run:
             self.optimizer.load_state_dict(opt["optimizer"])
             self.scheduler.load_state_dict(opt["scheduler"])
         torch.set_rng_state(torch.load(folder / f"rng_state_{self.rank}.pt", weights_only=True)["torch"])
+        top1 = folder / f"target_top1_{self.rank}.pt"
+        if top1.is_file():  # same data, target and draft vocabulary: resume_differences checked them above
+            self.top1 = torch.load(top1, weights_only=True)
         self.step = state["step"]
         if self.rank == 0 and self.log_path.exists():  # drop log lines of steps this run will redo
             lines = [ln for ln in self.log_path.read_text().splitlines() if json.loads(ln)["step"] <= self.step]
