@@ -55,7 +55,7 @@ from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 import hass
 from hass import DraftModel, HassModel, TreeConfig
 from hass.draft_vocab import COUNTS_FILE, draft_vocab_from, trained_vocab_size
-from hass.kernels import plain_kernels
+from hass.kernels import onednn_bf16_supported, plain_kernels
 from hass.precision import DTYPE_NAMES, bf16_is_fast, resolve_dtype_name
 
 from .benchmarks import (
@@ -156,6 +156,9 @@ class EvalConfig:
         if self.cpu_kernels == "onednn" and (self.device != "cpu" or self.dtype not in ("fp32", "bf16")):
             raise ValueError(f"--cpu-kernels onednn packs fp32 / bf16 weights on the CPU; this run is {self.dtype} "
                              f"on {self.device}")
+        if self.cpu_kernels == "onednn" and self.dtype == "bf16" and not onednn_bf16_supported():
+            raise ValueError("--cpu-kernels onednn in bf16 needs a CPU where oneDNN has bf16 (AVX512-BW/VL/DQ or "
+                             "AVX-NE-CONVERT); this one has not: use --dtype fp32 or --cpu-kernels default")
         if self.template not in TEMPLATES:
             raise ValueError(f"unknown template {self.template!r}; choose one of {', '.join(TEMPLATES)}")
         if not self.temperature >= 0:

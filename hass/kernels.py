@@ -1,13 +1,16 @@
 """Faster CPU matrix products for a target's linear layers, with the same weights.
 
 On a CPU, ``F.linear`` re-lays out the weight for every call; oneDNN can keep a copy packed in its own layout
-once (``torch.utils.mkldnn``). Measured on a 2-core AVX512-BF16 EPYC with SmolLM2-135M in fp32 (``python -m
-evaluation.kernel_bench``), the packed products make an 8- to 60-token forward 1.2-1.7x faster, while a
-1-token forward is not faster (oneDNN's reorder of the activation costs more than it saves at one row). So
-:class:`PackedLinear` keeps both: the plain weight for inputs of fewer than ``min_rows`` rows (the one-token
-steps of plain decoding and the draft's consume) and the packed copy for the rest (tree forwards, prefills).
-Both compute the same product in the same precision; only the summation order differs, as between any two
-kernels, so greedy output stays the target's own (tests/test_kernels.py).
+once. Measured with SmolLM2-135M in fp32 (``python -m evaluation.kernel_bench``): on a 2-core AVX512-BF16 EPYC
+the packed products (then ``torch.utils.mkldnn.MkldnnLinear``) made an 8- to 60-token forward 1.2-1.7x faster;
+on a 2-core AVX2 EPYC ``MkldnnLinear`` was slower than the plain product (147 vs 135 ms for 8 tokens) and the
+dense-tensor product with a pre-reordered weight (``torch.ops.mkldnn._linear_pointwise``, what inductor's
+freezing emits; used now, MkldnnLinear the fallback) is 1.4-1.5x faster (87 vs 129 ms). A 1-token forward is
+not faster either way. So :class:`PackedLinear` keeps both: the plain weight for inputs of fewer than
+``min_rows`` rows (the one-token steps of plain decoding and the draft's consume) and the packed copy for the
+rest (tree forwards, prefills). Both compute the same product in the same precision; only the summation order
+differs, as between any two kernels, so greedy output stays the target's own (tests/test_kernels.py). bf16
+packing needs oneDNN's bf16 on the CPU (AVX512-BW/VL/DQ or AVX-NE-CONVERT), which AVX2-only CPUs lack.
 """
 from __future__ import annotations
 
@@ -34,32 +37,92 @@ def plain_kernels() -> Iterator[None]:
         _ENABLED.pop()
 
 
+def _pointwise_available() -> bool:
+    """Whether this PyTorch has oneDNN's dense-tensor linear with a pre-reordered weight (what inductor's
+    freezing pass emits on CPU); older builds fall back to ``MkldnnLinear``."""
+    ops = getattr(torch.ops, "mkldnn", None)
+    try:
+        return bool(ops is not None and ops._linear_pointwise and ops._reorder_linear_weight)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+# the row count the packed layout is tuned for: oneDNN picks its blocking from it. 8 (a small tree) measured best
+# over 8- to 60-row forwards on a 2-core AVX2 EPYC (SmolLM2, fp32: 93 / 204 ms against 121 / 240 packed for 1 row)
+PACK_ROWS = 8
+
+
 class PackedLinear(nn.Module):
-    """An inference-only ``nn.Linear`` with a oneDNN-packed copy of its weight for inputs of >= min_rows rows."""
+    """An inference-only ``nn.Linear`` with a oneDNN-packed copy of its weight for inputs of >= min_rows rows.
+
+    The packed copy is reordered once for oneDNN (``torch.ops.mkldnn._reorder_linear_weight``, tuned for
+    ``PACK_ROWS`` rows) and multiplied with dense inputs and outputs (``_linear_pointwise``): no conversion of
+    the activations to oneDNN's tensor type, which is what made ``MkldnnLinear`` (the fallback on a PyTorch
+    without these ops) slower than the plain product for small trees on AVX2.
+    """
 
     def __init__(self, linear: nn.Linear, min_rows: int = 2):
         super().__init__()
         self.in_features, self.out_features, self.min_rows = linear.in_features, linear.out_features, min_rows
         self.weight = linear.weight  # shared, not copied: ties (lm_head = embedding) and state dicts stay intact
         self.bias = linear.bias
+        self.pointwise = _pointwise_available()
         with torch.no_grad():
-            self.packed = MkldnnLinear(linear, linear.weight.dtype)
+            if self.pointwise:
+                try:
+                    self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), PACK_ROWS)
+                except RuntimeError:  # e.g. bf16 on a CPU without AVX512-BW / AVX-NE-CONVERT (an AVX2-only one)
+                    self.pointwise = False
+            if not self.pointwise:
+                self.packed = MkldnnLinear(linear, linear.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (not _ENABLED[-1] or x.dim() < 2 or x.numel() // x.shape[-1] < self.min_rows or x.requires_grad
                 or x.dtype != self.weight.dtype):
             return F.linear(x, self.weight, self.bias)
         shape = x.shape
-        return self.packed(x.reshape(-1, shape[-1])).reshape(*shape[:-1], self.out_features)
+        flat = x.reshape(-1, shape[-1])
+        if self.pointwise:
+            y = torch.ops.mkldnn._linear_pointwise(flat, self.packed, self.bias, "none", [], "")
+        else:
+            y = self.packed(flat)
+        return y.reshape(*shape[:-1], self.out_features)
+
+    def __deepcopy__(self, memo: dict) -> "PackedLinear":
+        """A copy packed again from the copied weight (oneDNN's packed tensor itself cannot be copied)."""
+        import copy
+
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                           device=self.weight.device, dtype=self.weight.dtype)
+        linear.weight = copy.deepcopy(self.weight, memo)
+        if self.bias is not None:
+            linear.bias = copy.deepcopy(self.bias, memo)
+        clone = PackedLinear(linear, self.min_rows)
+        clone.training = self.training
+        memo[id(self)] = clone
+        return clone
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, min_rows={self.min_rows}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, min_rows={self.min_rows}, "
+                f"{'pointwise' if self.pointwise else 'MkldnnLinear'}")
+
+
+def onednn_bf16_supported() -> bool:
+    """Whether oneDNN computes bf16 products on this CPU (AVX512-BW/VL/DQ or AVX-NE-CONVERT; not AVX2-only ones)."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else False
+
+
+def can_pack_weight(weight: torch.Tensor) -> bool:
+    """oneDNN packing applies to CPU weights in fp32, or in bf16 where oneDNN has bf16 on this CPU, on a PyTorch
+    built with it."""
+    dtype_ok = weight.dtype == torch.float32 or (weight.dtype == torch.bfloat16 and onednn_bf16_supported())
+    return weight.device.type == "cpu" and dtype_ok and torch.backends.mkldnn.is_available()
 
 
 def can_pack(model: nn.Module) -> bool:
-    """oneDNN packing applies to CPU models in fp32 or bf16 on a PyTorch built with it."""
-    p = next(model.parameters())
-    return p.device.type == "cpu" and p.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available()
+    """:func:`can_pack_weight` for a model's parameters (their first one's dtype and device)."""
+    return can_pack_weight(next(model.parameters()))
 
 
 def pack_linears(model: nn.Module, min_rows: int = 2) -> int:
@@ -67,7 +130,8 @@ def pack_linears(model: nn.Module, min_rows: int = 2) -> int:
 
     Inference only (the packed copy has no gradient). Raises ValueError where packing does not apply."""
     if not can_pack(model):
-        raise ValueError("oneDNN packing needs a CPU model in fp32 or bf16 and a PyTorch built with mkldnn")
+        raise ValueError("oneDNN packing needs a CPU model in fp32 (or bf16 on a CPU where oneDNN has bf16: "
+                         f"{'yes' if onednn_bf16_supported() else 'not this one'}) and a PyTorch built with mkldnn")
     count = 0
     for module in list(model.modules()):
         for name, child in list(module.named_children()):

@@ -38,8 +38,39 @@ def test_speculative_greedy_with_packed_kernels_equals_plain_greedy(family):
 
 
 def test_packing_is_refused_where_it_does_not_apply():
-    with pytest.raises(ValueError, match="fp32 or bf16"):
+    with pytest.raises(ValueError, match="in fp32"):
         pack_linears(tiny_target("llama").half())
+
+
+def test_bf16_packing_is_refused_where_onednn_has_no_bf16(monkeypatch, tmp_path):
+    import hass.generation
+    import hass.kernels
+
+    monkeypatch.setattr(hass.kernels, "onednn_bf16_supported", lambda: False)
+    monkeypatch.setattr(hass.generation, "onednn_bf16_supported", lambda: False)
+    with pytest.raises(ValueError, match="not this one"):
+        pack_linears(tiny_target("llama").to(torch.bfloat16))
+    tiny_target("llama").save_pretrained(tmp_path / "t")
+    loads = []
+    monkeypatch.setattr(hass.generation.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: loads.append(a))
+    with pytest.raises(ValueError, match="oneDNN has bf16"):
+        HassModel.from_pretrained(tmp_path / "t", None, dtype=torch.bfloat16, cpu_kernels="onednn")
+    assert loads == []  # refused before any weights load
+
+
+def test_both_packed_kernels_compute_the_plain_product(monkeypatch):
+    """The reordered-weight oneDNN product, and MkldnnLinear where this PyTorch lacks it."""
+    import hass.kernels
+
+    torch.manual_seed(1)
+    linear = nn.Linear(64, 96)
+    x = torch.randn(2, 5, 64)
+    for available in (True, False):
+        monkeypatch.setattr(hass.kernels, "_pointwise_available", lambda a=available: a)
+        packed = PackedLinear(linear)
+        assert packed.pointwise is available
+        with torch.inference_mode():
+            torch.testing.assert_close(packed(x), linear(x), rtol=1e-5, atol=1e-5)
 
 
 def test_from_pretrained_refuses_onednn_where_it_does_not_apply_before_loading(tmp_path):
@@ -48,3 +79,34 @@ def test_from_pretrained_refuses_onednn_where_it_does_not_apply_before_loading(t
         HassModel.from_pretrained(tmp_path / "t", None, cpu_kernels="fast")
     with pytest.raises(ValueError, match="fp32 / bf16 weights on the CPU"):
         HassModel.from_pretrained(tmp_path / "t", None, dtype=torch.float16, cpu_kernels="onednn")
+
+
+def test_a_packed_model_can_be_deep_copied_and_stays_tied():
+    import copy
+
+    target = tiny_target("llama", seed=3)
+    target.config.tie_word_embeddings = True
+    target.lm_head.weight = target.model.embed_tokens.weight
+    pack_linears(target)
+    clone = copy.deepcopy(target)
+    assert clone.lm_head.weight is clone.model.embed_tokens.weight  # the tie survives the copy
+    assert clone.lm_head.weight is not target.lm_head.weight
+    x = torch.randint(0, 128, (1, 7))
+    with torch.inference_mode():
+        assert torch.equal(clone(x).logits, target(x).logits)
+
+
+def test_a_packed_draft_and_its_trimmed_projection_keep_greedy_exact():
+    """cpu_kernels="onednn" packs the draft too (min_rows 1) and its draft-vocabulary copy of lm_head."""
+    target = tiny_target("llama", seed=5)
+    draft = tiny_draft(target)
+    prompt = torch.randint(0, 128, (1, 9), generator=torch.Generator().manual_seed(6))
+    expected = greedy(target, prompt, 24)
+    pack_linears(target)
+    assert pack_linears(draft, min_rows=1) > 0
+    vocab = torch.arange(0, 128, 2)
+    model = HassModel(target, draft, None, vocab)
+    out = model.generate(prompt, max_new_tokens=24, eos_token_id=[], tree=TreeConfig(12, 4, 3))
+    assert torch.equal(out.sequences, expected)
+    _, head = model._draft_projections(target.get_input_embeddings(), target.get_output_embeddings(), torch.float32)
+    assert isinstance(head, PackedLinear) and head.out_features == 64
