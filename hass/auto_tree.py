@@ -28,6 +28,7 @@ import torch
 from .config import TreeConfig
 from .errors import CheckpointError
 from .files import atomic_write_text
+from .kernels import PackedLinear
 from .zoo import cache_root
 
 ACCEPTANCE_FILE = "acceptance.json"
@@ -151,7 +152,9 @@ def auto_tree(model, acceptance: str | os.PathLike | dict[str, list[float]] | No
         raise CheckpointError(f"the acceptance record of {source} names no tree")
     names = sorted(tree_name(t) for t in taus)
     target, draft = model.target, model.draft
-    packed = any(type(m).__name__ == "PackedLinear" for m in target.modules())
+    # which products the target and the draft run (hass.kernels): a change of kernels is a new timing
+    packed = [sorted({f"{m.kernel}/{m.min_rows}" for m in net.modules() if isinstance(m, PackedLinear)})
+              for net in (target, model.draft)]
     vocab = None if model.draft_vocab is None else int(model.draft_vocab.numel())
     identity = [machine_key(model.device), getattr(target.config, "_name_or_path", ""),
                 str(target.get_input_embeddings().weight.dtype), packed, source, str(draft.fc.weight.dtype), vocab,

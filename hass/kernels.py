@@ -102,9 +102,14 @@ class PackedLinear(nn.Module):
         memo[id(self)] = clone
         return clone
 
+    @property
+    def kernel(self) -> str:
+        """Which packed product this layer runs: ``pointwise@PACK_ROWS`` or ``MkldnnLinear``."""
+        return f"pointwise@{PACK_ROWS}" if self.pointwise else "MkldnnLinear"
+
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, min_rows={self.min_rows}, "
-                f"{'pointwise' if self.pointwise else 'MkldnnLinear'}")
+                f"{self.kernel}")
 
 
 def onednn_bf16_supported() -> bool:
