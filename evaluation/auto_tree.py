@@ -18,6 +18,7 @@ import sys
 from hass import HassModel
 from hass.auto_tree import auto_tree, format_choice, load_acceptance
 from hass.errors import CheckpointError
+from hass.kernels import CPU_KERNELS
 
 from .run import DTYPES
 
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--draft", required=True)
     p.add_argument("--dtype", default="fp32")
     p.add_argument("--draft-dtype", default="bf16")
-    p.add_argument("--cpu-kernels", default="default", choices=("default", "onednn"))
+    p.add_argument("--cpu-kernels", default="auto", choices=CPU_KERNELS)
     p.add_argument("--draft-vocab", default=None,
                    help="draft over the N most frequent tokens (default: the N the draft was trained over, else all)")
     p.add_argument("--context", type=int, default=300)

@@ -55,7 +55,7 @@ from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 import hass
 from hass import DraftModel, HassModel, TreeConfig
 from hass.draft_vocab import COUNTS_FILE, draft_vocab_from, trained_vocab_size
-from hass.kernels import onednn_bf16_supported, plain_kernels
+from hass.kernels import CPU_KERNELS, onednn_bf16_supported, plain_kernels, resolve_cpu_kernels
 from hass.precision import DTYPE_NAMES, bf16_is_fast, resolve_dtype_name
 
 from .benchmarks import (
@@ -130,6 +130,7 @@ class EvalConfig:
     draft_dtype: str | None = None  # None = dtype; the draft's precision never changes the output
     draft_vocab_size: int | None = None  # draft only the N most frequent tokens (hass.draft_vocab); None = all
     cpu_kernels: str = "default"  # "onednn": the target's linear layers packed (hass.kernels); hf keeps the plain ones
+    # (the CLI's "auto" is resolved before the config is made, so an answer file records what ran)
     device: str = "cpu"
     seed: int = 0
     questions: int | None = None  # the first N questions; None = all
@@ -487,9 +488,10 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     p.add_argument("--draft-vocab", type=int, default=None,
                    help="draft only the N tokens most frequent in the draft's training answers (default: the N the "
                         "draft was trained over, else all)")
-    p.add_argument("--cpu-kernels", default="default", choices=("default", "onednn"),
+    p.add_argument("--cpu-kernels", default="auto", choices=CPU_KERNELS,
                    help="onednn: pack the target's linear layers for oneDNN (faster fp32 tree forwards on a CPU; "
-                        "hass.kernels); vanilla and hass use them, hf keeps transformers' own")
+                        "hass.kernels); vanilla and hass use them, hf keeps transformers' own. auto (default): "
+                        "onednn for an fp32 target on the CPU, else default")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--questions", type=int, default=None, help="only the first N questions (default all)")
@@ -508,6 +510,8 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     try:
         if args.draft_dtype is not None:  # the answer file records what ran: auto becomes bf16 or fp32 here
             args.draft_dtype = resolve_dtype_name(args.draft_dtype, args.device)
+        if args.dtype in DTYPES:  # likewise auto kernels become default or onednn
+            args.cpu_kernels = resolve_cpu_kernels(args.cpu_kernels, args.device, DTYPES[args.dtype])
         return EvalConfig(
             base=args.base, draft=args.draft, bench=args.bench, out=args.out,
             methods=split_methods(args.methods),

@@ -21,6 +21,7 @@ import torch
 
 from hass import HassModel, TreeConfig
 from hass.files import atomic_write_text
+from hass.kernels import CPU_KERNELS
 
 from .run import DTYPES, machine
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tree", default="8/4/2", help="TOTAL/DEPTH/TOP_K[@MIN_PROB]")
     p.add_argument("--dtype", default="fp32")
     p.add_argument("--draft-dtype", default="bf16")
-    p.add_argument("--cpu-kernels", default="default", choices=("default", "onednn"))
+    p.add_argument("--cpu-kernels", default="auto", choices=CPU_KERNELS)
     p.add_argument("--new-tokens", type=int, default=96)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--out", default=None)

@@ -22,7 +22,8 @@ from .config import SamplingConfig, TreeConfig
 from .draft import DraftModel
 from .draft_vocab import check_draft_vocab, draft_vocab_from, trained_vocab_size
 from .errors import CheckpointError
-from .kernels import PackedLinear, can_pack, can_pack_weight, onednn_bf16_supported, pack_linears
+from .kernels import (PackedLinear, can_pack, can_pack_weight, onednn_bf16_supported, pack_linears,
+                      resolve_cpu_kernels)
 from .precision import fast_draft_dtype
 from .tree import Tree, build_tree, select_tree
 from .verify import NodeLogits, internal_nodes, process_logits, sample, verify_greedy, verify_sampling
@@ -69,6 +70,7 @@ class HassModel(nn.Module):
         # costs nothing and an lm_head row or a draft step does.
         self.fewer_reads: bool | None = None
         self.draft_path: str | None = None  # the draft folder, when loaded from one (auto_tree reads its acceptance)
+        self.cpu_kernels = "onednn" if any(isinstance(m, PackedLinear) for m in target.modules()) else "default"
 
     @classmethod
     def from_pretrained(
@@ -83,7 +85,7 @@ class HassModel(nn.Module):
         device_map: str | dict | None = None,
         revision: str | None = None,
         trust_remote_code: bool = False,
-        cpu_kernels: str = "default",
+        cpu_kernels: str = "auto",
         **target_kwargs,
     ) -> "HassModel":
         """Load the target (any transformers causal LM folder), its tokenizer, and a draft (or None).
@@ -92,9 +94,11 @@ class HassModel(nn.Module):
         ``trust_remote_code`` go to transformers' ``from_pretrained``: with a device map, accelerate places the
         target's layers (over several devices, or offloaded to CPU or disk), the KV cache allocates each layer's
         buffers where its keys are, and the draft runs on ``device``.
-        ``cpu_kernels="onednn"`` packs the target's linear layers for oneDNN (hass.kernels): on a CPU, tree
-        forwards and prefills get 1.2-1.7x faster in fp32 (1.4-1.5x on a 2-core AVX2 CPU; slower in bf16, which
-        needs oneDNN's bf16 on the CPU), one-token steps stay as they are; inference only.
+        ``cpu_kernels="onednn"`` packs the target's linear layers (and the draft's) for oneDNN (hass.kernels): on
+        a CPU, tree forwards and prefills get 1.2-1.7x faster in fp32 (1.3-1.5x on a 2-core AVX2 CPU; slower in
+        bf16, which needs oneDNN's bf16 on the CPU), one-token steps stay as they are; inference only. The
+        default ``"auto"`` is "onednn" for an fp32 target on the CPU without a device map, else ``"default"``
+        (transformers' own modules); ``model.cpu_kernels`` says which ran.
 
         ``dtype`` is the target's precision. In fp32 greedy output equals the target's own greedy decoding token
         for token (tested). In bf16 / fp16 a tree forward and a one-token forward round differently, so at a
@@ -131,8 +135,7 @@ class HassModel(nn.Module):
                                            AutoConfig.from_pretrained(base).vocab_size)
         draft = (DraftModel.from_pretrained(draft_model_path, dtype=draft_dtype, device=device)
                  if draft_model_path else None)
-        if cpu_kernels not in ("default", "onednn"):  # checked before any weights load
-            raise ValueError(f"cpu_kernels must be 'default' or 'onednn', got {cpu_kernels!r}")
+        cpu_kernels = resolve_cpu_kernels(cpu_kernels, device, dtype, device_map)  # checked before any weights load
         if cpu_kernels == "onednn" and (torch.device(device).type != "cpu"
                                         or dtype not in (torch.float32, torch.bfloat16)):
             raise ValueError(f"cpu_kernels='onednn' packs fp32 / bf16 weights on the CPU, not {dtype} on {device}")
@@ -154,6 +157,7 @@ class HassModel(nn.Module):
             tokenizer = None  # a bare model folder: callers pass token ids
         model = cls(target, draft, tokenizer, draft_vocab)
         model.draft_path = str(draft_model_path) if draft_model_path else None  # where auto_tree reads acceptance
+        model.cpu_kernels = cpu_kernels
         return model
 
     @property

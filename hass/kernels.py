@@ -144,3 +144,21 @@ def pack_linears(model: nn.Module, min_rows: int = 2) -> int:
                 setattr(module, name, PackedLinear(child, min_rows))
                 count += 1
     return count
+
+
+CPU_KERNELS = ("auto", "default", "onednn")
+
+
+def resolve_cpu_kernels(name: str, device: str | torch.device, dtype: torch.dtype, device_map=None) -> str:
+    """``"auto"`` -> ``"onednn"`` for an fp32 target on the CPU (the packed products are exact fp32 and won on
+    every CPU measured: AVX512-BF16 and AVX2), else ``"default"``; other names are checked and returned.
+
+    bf16 stays on the default kernels under "auto" (packed bf16 was slower on the AVX512-BF16 CPU measured), and
+    so does a target placed by a ``device_map`` (offloaded layers keep their own modules)."""
+    if name not in CPU_KERNELS:
+        raise ValueError(f"cpu_kernels must be one of {', '.join(CPU_KERNELS)}, got {name!r}")
+    if name != "auto":
+        return name
+    on_cpu = torch.device(device).type == "cpu" and device_map is None
+    return "onednn" if on_cpu and dtype == torch.float32 and torch.backends.mkldnn.is_available() else "default"
+

