@@ -32,7 +32,7 @@ from hass import DraftModel, HassModel, TreeConfig
 from hass.cycle_timing import measure
 from hass.draft_vocab import draft_vocab_from
 from hass.files import atomic_write_text
-from hass.kernels import pack_linears
+from hass.kernels import can_pack, pack_linears
 from hass.precision import bf16_is_fast, resolve_dtype_name
 
 from .run import DTYPES
@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--draft-vocab", default="", help="also time drafting with these draft vocabulary sizes: N,N,...")
     p.add_argument("--context", type=int, default=300, help="cached tokens before the cycle (a typical prompt)")
     p.add_argument("--cpu-kernels", default="default",
-                   help="default | onednn | default,onednn (the second also times a packed copy of the target, "
-                        "side by side; hass.kernels)")
+                   help="default | onednn | default,onednn (the second also times a packed copy of the target and "
+                        "the draft, side by side; hass.kernels)")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--out", default=None, help="write the result (and the settings) as JSON here")
     args = p.parse_args(argv)
@@ -103,13 +103,16 @@ def main(argv: list[str] | None = None) -> None:
                                       draft_dtype=DTYPES[draft_dtypes[0]], cpu_kernels=kernels[0])
     others = {name: DraftModel.from_pretrained(args.draft, dtype=DTYPES[name]) for name in draft_dtypes[1:]}
     other_targets = {}
-    for k in kernels[1:]:
-        other = copy.deepcopy(model.target)  # the same weights, packed (or not) the other way
+    for k in kernels[1:]:  # the same weights, packed (or not) the other way, the draft as from_pretrained does it
         if k == "onednn":
+            other, its_draft = copy.deepcopy(model.target), copy.deepcopy(model.draft)
             pack_linears(other)
+            if can_pack(its_draft):
+                pack_linears(its_draft, min_rows=1)
         else:
             other = AutoModelForCausalLM.from_pretrained(args.base, dtype=DTYPES[args.dtype]).eval()
-        other_targets[f"kernels={k}"] = other
+            its_draft = DraftModel.from_pretrained(args.draft, dtype=DTYPES[draft_dtypes[0]])
+        other_targets[f"kernels={k}"] = (other, its_draft)
     result = measure(model, trees, args.context, args.repeats, vocabs=vocabs, other_drafts=others,
                      other_targets=other_targets)
     result["settings"] = {**vars(args), "draft_dtypes": draft_dtypes, "threads": torch.get_num_threads(),

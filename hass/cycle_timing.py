@@ -36,7 +36,8 @@ def measure(model: HassModel, trees: list[TreeConfig], context: int, repeats: in
     of these draft vocabularies. ``other_drafts`` (label -> draft, e.g. {"fp32": the same draft in fp32}): also
     time drafting and consuming with each of them, in the same round-robin; their pieces and tree rows carry
     `` [label]``. ``other_targets`` (label -> target, e.g. {"kernels=onednn": a packed copy}): the same for the
-    target's pieces (vanilla step, tree forwards), combined with the main draft. A confidence-bounded tree
+    target's pieces (vanilla step, tree forwards), combined with the main draft, or with its own where the value
+    is a (target, draft) pair (e.g. both packed for oneDNN: the draft then projects with that target's lm_head). A confidence-bounded tree
     (``min_prob``) is timed at its full size: the cost it can reach, whatever the text.
     """
     trees = [TreeConfig(t.total_tokens, t.depth, t.top_k) for t in trees]  # a bound's pruning on random tokens
@@ -65,11 +66,12 @@ def measure(model: HassModel, trees: list[TreeConfig], context: int, repeats: in
             t_cache.crop(context)
         return run
 
-    def draft_pieces(draft, suffix: str) -> dict:
-        """The drafting and consume pieces of one draft, over its own cache holding the prompt."""
+    def draft_pieces(draft, suffix: str, tgt=target) -> dict:
+        """The drafting and consume pieces of one draft, over its own cache holding the prompt; its projections
+        are ``tgt``'s (packed when that target's are)."""
         ddtype = draft.fc.weight.dtype
-        embed, head = draft_projections(target.get_input_embeddings(), target.get_output_embeddings(), ddtype)
-        heads = {size: draft_projections(target.get_input_embeddings(), target.get_output_embeddings(), ddtype,
+        embed, head = draft_projections(tgt.get_input_embeddings(), tgt.get_output_embeddings(), ddtype)
+        heads = {size: draft_projections(tgt.get_input_embeddings(), tgt.get_output_embeddings(), ddtype,
                                          ids)[1] for size, ids in (vocabs or {}).items()}
         d_cache = hf.new_cache(draft.config, context + max(t.top_k * t.depth for t in trees) + 4)
         hidden = draft(features[:, :-2].to(ddtype), embed(prompt[:, 1:-1]), positions[:, :-2], None, d_cache)[:, -1]
@@ -100,7 +102,13 @@ def measure(model: HassModel, trees: list[TreeConfig], context: int, repeats: in
         rows_read[tree] = len(internal_nodes(expand_tree(d, embed, head, hidden, probe_cache, int(prompt[0, -1]), tree))) + 1
     pieces = {}
     target_suffixes = [""] + [f" [{label}]" for label in (other_targets or {})]
-    for tgt, suffix in zip([target, *(other_targets or {}).values()], target_suffixes):
+    own_draft = set()  # target suffixes that come with a draft of their own (e.g. packed with the same kernels)
+    for entry, suffix in zip([target, *(other_targets or {}).values()], target_suffixes):
+        tgt = entry
+        if isinstance(entry, tuple):
+            tgt, its_draft = entry
+            pieces |= draft_pieces(its_draft, suffix, tgt)
+            own_draft.add(suffix)
         cache = t_cache
         if tgt is not target:  # its own cache, filled by its own prefill
             cache = hf.new_cache(tgt.config, context + biggest + 1)
@@ -122,15 +130,17 @@ def measure(model: HassModel, trees: list[TreeConfig], context: int, repeats: in
             times[name].append((time.perf_counter() - start) * 1000)
     ms = {name: statistics.median(v) for name, v in times.items()}
     rows = []
-    for suffix in target_suffixes[1:]:  # the main draft's drafting with another target's kernels
+    for suffix in target_suffixes[1:]:  # another target's kernels, with its own draft or the main one
+        draft_suffix = suffix if suffix in own_draft else ""
         for tree in trees:
-            name = f"{tree.total_tokens}/{tree.depth}/{tree.top_k}"
-            verify, drafted = ms[f"target forward T={tree.total_tokens}{suffix}"], ms[f"drafting {name}"]
-            cycle = verify + drafted + ms["draft consume (2 tokens)"]
-            step = ms[f"vanilla step{suffix}"]
-            rows.append({"tree": f"{name}{suffix}", "verify_ms": verify, "drafting_ms": drafted, "cycle_ms": cycle,
-                         "verify_over_vanilla": verify / step, "break_even_tau": cycle / step,
-                         "tau_for_2x": 2 * cycle / step, "logit_rows": rows_read[tree]})
+            for v in [""] + ([f" V={size}" for size in (vocabs or {})] if draft_suffix else []):
+                name = f"{tree.total_tokens}/{tree.depth}/{tree.top_k}{v}"
+                verify, drafted = ms[f"target forward T={tree.total_tokens}{suffix}"], ms[f"drafting {name}{draft_suffix}"]
+                cycle = verify + drafted + ms[f"draft consume (2 tokens){draft_suffix}"]
+                step = ms[f"vanilla step{suffix}"]
+                rows.append({"tree": f"{name}{suffix}", "verify_ms": verify, "drafting_ms": drafted, "cycle_ms": cycle,
+                             "verify_over_vanilla": verify / step, "break_even_tau": cycle / step,
+                             "tau_for_2x": 2 * cycle / step, "logit_rows": rows_read[tree]})
     for suffix in suffixes:
         for tree in trees:
             for v in [""] + [f" V={size}" for size in (vocabs or {})]:

@@ -83,7 +83,10 @@ def test_packed_kernels_are_timed_side_by_side_and_verify_reads_internal_rows(tm
           "--context", "8", "--repeats", "1", "--cpu-kernels", "default,onednn", "--out", str(out)])
     saved = json.loads(out.read_text())
     assert [r["tree"] for r in saved["trees"]] == ["10/3/3", "10/3/3 [kernels=onednn]"]
-    assert {"vanilla step", "vanilla step [kernels=onednn]", "target forward T=10 [kernels=onednn]"} <= set(saved["milliseconds"])
+    assert {"vanilla step", "vanilla step [kernels=onednn]", "target forward T=10 [kernels=onednn]",
+            "drafting 10/3/3 [kernels=onednn]"} <= set(saved["milliseconds"])  # the packed draft drafts apart
+    packed_row = saved["trees"][1]
+    assert packed_row["drafting_ms"] == saved["milliseconds"]["drafting 10/3/3 [kernels=onednn]"]
     assert all(2 <= r["logit_rows"] < 10 for r in saved["trees"])  # internal nodes + the bonus row, not all 10
     with pytest.raises(SystemExit):
         main(["--base", str(tmp_path / "target"), "--draft", str(tmp_path / "draft"), "--cpu-kernels", "fast"])
