@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
             other, its_draft = copy.deepcopy(model.target), copy.deepcopy(model.draft)
             pack_linears(other)
             if can_pack(its_draft):
-                pack_linears(its_draft, min_rows=1)
+                pack_linears(its_draft)
         else:
             other = AutoModelForCausalLM.from_pretrained(args.base, dtype=DTYPES[args.dtype]).eval()
             its_draft = DraftModel.from_pretrained(args.draft, dtype=DTYPES[draft_dtypes[0]])

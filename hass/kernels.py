@@ -5,12 +5,13 @@ once. Measured with SmolLM2-135M in fp32 (``python -m evaluation.kernel_bench``)
 the packed products (then ``torch.utils.mkldnn.MkldnnLinear``) made an 8- to 60-token forward 1.2-1.7x faster;
 on a 2-core AVX2 EPYC ``MkldnnLinear`` was slower than the plain product (147 vs 135 ms for 8 tokens) and the
 dense-tensor product with a pre-reordered weight (``torch.ops.mkldnn._linear_pointwise``, what inductor's
-freezing emits; used now, MkldnnLinear the fallback) is 1.4-1.5x faster (87 vs 129 ms). A 1-token forward is
-not faster either way. So :class:`PackedLinear` keeps both: the plain weight for inputs of fewer than
-``min_rows`` rows (the one-token steps of plain decoding and the draft's consume) and the packed copy for the
-rest (tree forwards, prefills). Both compute the same product in the same precision; only the summation order
-differs, as between any two kernels, so greedy output stays the target's own (tests/test_kernels.py). bf16
-packing needs oneDNN's bf16 on the CPU (AVX512-BW/VL/DQ or AVX-NE-CONVERT), which AVX2-only CPUs lack.
+freezing emits; used now, MkldnnLinear the fallback) is 1.3-1.5x faster (87-97 vs 128 ms), and 1.1x for one
+token (61.5 vs 69.1 ms). So :class:`PackedLinear` uses the packed copy from ``min_rows`` rows on: 1 with the
+reordered-weight product, 2 with MkldnnLinear (whose activation conversion made a one-row product slower), the
+plain weight below. Both compute the same product in the same precision; only the summation order differs, as
+between any two kernels, so greedy output stays the target's own (tests/test_kernels.py); vanilla decoding
+through HassModel uses the same kernels. bf16 packing needs oneDNN's bf16 on the CPU (AVX512-BW/VL/DQ or
+AVX-NE-CONVERT), which AVX2-only CPUs lack.
 """
 from __future__ import annotations
 
@@ -61,9 +62,11 @@ class PackedLinear(nn.Module):
     without these ops) slower than the plain product for small trees on AVX2.
     """
 
-    def __init__(self, linear: nn.Linear, min_rows: int = 2):
+    def __init__(self, linear: nn.Linear, min_rows: int | None = None):
+        """``min_rows`` None: 1 with the reordered-weight product (a one-token SmolLM2 step 61.5 instead of 69.1 ms
+        on 2 AVX2 cores), 2 with MkldnnLinear (its activation conversion cost more than it saved at one row)."""
         super().__init__()
-        self.in_features, self.out_features, self.min_rows = linear.in_features, linear.out_features, min_rows
+        self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight = linear.weight  # shared, not copied: ties (lm_head = embedding) and state dicts stay intact
         self.bias = linear.bias
         self.pointwise = _pointwise_available()
@@ -75,6 +78,7 @@ class PackedLinear(nn.Module):
                     self.pointwise = False
             if not self.pointwise:
                 self.packed = MkldnnLinear(linear, linear.weight.dtype)
+        self.min_rows = min_rows if min_rows is not None else (1 if self.pointwise else 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (not _ENABLED[-1] or x.dim() < 2 or x.numel() // x.shape[-1] < self.min_rows or x.requires_grad
@@ -130,7 +134,7 @@ def can_pack(model: nn.Module) -> bool:
     return can_pack_weight(next(model.parameters()))
 
 
-def pack_linears(model: nn.Module, min_rows: int = 2) -> int:
+def pack_linears(model: nn.Module, min_rows: int | None = None) -> int:
     """Replace every ``nn.Linear`` of ``model`` (lm_head included) by a :class:`PackedLinear`; returns how many.
 
     Inference only (the packed copy has no gradient). Raises ValueError where packing does not apply."""
