@@ -22,6 +22,10 @@ def process_logits(logits: torch.Tensor, sampling: SamplingConfig) -> torch.Tens
     what they mean in ``generate``.
     """
     x = logits.float() / sampling.temperature
+    if 0 < sampling.top_k < x.shape[-1] and sampling.top_p < 1.0:
+        fast = _top_k_then_p(x, sampling.top_k, sampling.top_p)
+        if fast is not None:
+            return fast
     if sampling.top_k > 0:
         kth = torch.topk(x, min(sampling.top_k, x.shape[-1]), dim=-1).values[..., -1:]
         x = x.masked_fill(x < kth, float("-inf"))
@@ -33,6 +37,19 @@ def process_logits(logits: torch.Tensor, sampling: SamplingConfig) -> torch.Tens
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         x = x.masked_fill(drop, float("-inf"))
     return x.softmax(-1)
+
+
+def _top_k_then_p(x: torch.Tensor, k: int, top_p: float) -> torch.Tensor | None:
+    """process_logits' top-k then top-p on the k kept entries only (no sort of the whole vocabulary: 1.5 ms a
+    row for SmolLM2's 49,152 on a 2-core CPU); None where a tie at the k-th value keeps more than k tokens."""
+    values, ids = torch.topk(x, k, dim=-1)  # descending
+    if bool(((x >= values[..., -1:]).sum(-1) != k).any()):
+        return None
+    values, ids = values.flip(-1), ids.flip(-1)  # ascending, as the full path sorts
+    drop = values.softmax(-1).cumsum(-1) <= 1.0 - top_p
+    drop[..., -1] = False  # always keep the most likely token
+    probs = values.masked_fill(drop, float("-inf")).softmax(-1)
+    return torch.zeros_like(x).scatter(-1, ids, probs)
 
 
 def sample(probs: torch.Tensor, generator: torch.Generator | None) -> int:

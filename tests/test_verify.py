@@ -40,6 +40,18 @@ def test_process_logits_matches_transformers_warpers():
         torch.testing.assert_close(process_logits(logits, SamplingConfig(t, p, k)), x.softmax(-1))
 
 
+def test_top_k_then_top_p_on_the_kept_entries_equals_the_full_sort_with_ties_falling_back():
+    torch.manual_seed(1)
+    logits = torch.randn(4, 300) * 2
+    logits[3, :6] = 5.0  # a tie across the k-th value: more than k tokens kept
+    for t, k, p in [(1.0, 50, 0.9), (0.8, 10, 0.5), (1.2, 1, 0.9), (1.0, 5, 0.999)]:
+        x = TemperatureLogitsWarper(t)(None, logits.clone())
+        x = TopPLogitsWarper(p)(None, TopKLogitsWarper(k)(None, x))
+        torch.testing.assert_close(process_logits(logits, SamplingConfig(t, p, k)), x.softmax(-1))
+        for row in range(4):  # one row at a time, as the rejection walk asks
+            torch.testing.assert_close(process_logits(logits[row], SamplingConfig(t, p, k)), x[row].softmax(-1))
+
+
 @pytest.mark.parametrize("sampling", [SamplingConfig(1.0), SamplingConfig(0.7, 1.0, 4), SamplingConfig(1.0, 0.8)])
 def test_sampling_emits_the_target_distribution(sampling):
     """First emitted token ~ p(root); given it is drafted child c, the next one ~ p(c). Chi-square, 20k draws."""
