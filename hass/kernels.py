@@ -15,6 +15,7 @@ AVX-NE-CONVERT), which AVX2-only CPUs lack.
 """
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -94,8 +95,6 @@ class PackedLinear(nn.Module):
 
     def __deepcopy__(self, memo: dict) -> "PackedLinear":
         """A copy packed again from the copied weight (oneDNN's packed tensor itself cannot be copied)."""
-        import copy
-
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
                            device=self.weight.device, dtype=self.weight.dtype)
         linear.weight = copy.deepcopy(self.weight, memo)
