@@ -444,3 +444,24 @@ def test_the_targets_full_top1_is_kept_per_sample_and_resumed(tiny, tmp_path):
     resumed = Run(cfg)
     resumed.load(tmp_path / "run" / "step-00000002")
     assert len(resumed.top1) >= 2 * cfg.batch_size and all(v.dtype == torch.int32 for v in resumed.top1.values())
+
+
+def test_a_new_run_on_the_same_features_starts_with_the_shared_top1(tiny, tmp_path):
+    """A warm start or a control (a new output folder, the same features, data and draft vocabulary) reads the
+    top-1 store an earlier run left beside the features; another vocabulary size does not."""
+    from train.data import read_prepared
+
+    _, samples = read_prepared(tiny / "data.jsonl")
+    target = LlamaForCausalLM.from_pretrained(tiny / "target", dtype=torch.float32)
+    feats = tmp_path / "feats"
+    write_features(target, samples, feats, target_fingerprint(target.config, str(tiny / "target")),
+                   dtype=torch.float32, progress=False)
+    cfg = config(tiny, tmp_path / "first", features=str(feats), draft_vocab_size=40, max_steps=3, save_every=2)
+    train(cfg)
+    shared = feats / "target_top1_N40.pt"
+    assert shared.is_file() and not list(feats.glob(".*.tmp"))
+    first = torch.load(shared, weights_only=True)["top1"]
+    later = Run(dataclasses.replace(cfg, output_dir=str(tmp_path / "second")))
+    assert set(later.top1) == set(first) and all(torch.equal(later.top1[i], first[i]) for i in first)
+    other = Run(dataclasses.replace(cfg, output_dir=str(tmp_path / "third"), draft_vocab_size=30))
+    assert other.top1 == {}

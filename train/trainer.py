@@ -12,6 +12,7 @@ schedule and RNG state to resume from, and the resolved config (train_config.jso
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -129,7 +130,7 @@ class Run:
         self.vocab = self.vocab_head = None
         # the target's top-1 over its whole vocabulary at each training sample's loss positions, filled the first
         # time a sample is seen (a draft vocabulary then needs only its N rows of the target's lm_head), saved
-        # with every checkpoint
+        # with every checkpoint and, for later runs on the same features, beside them
         self.top1: dict[int, torch.Tensor] = {}
         if cfg.draft_vocab_size:
             self.counts = count_tokens(self.train_set, target_config.vocab_size)
@@ -137,6 +138,7 @@ class Run:
             weight = self.target.get_output_embeddings().weight
             self.vocab_head = weight[self.vocab].detach().clone()  # (N, h): the target's rows, frozen
             self.draft.config.draft_vocab_size = cfg.draft_vocab_size
+            self._load_shared_top1()
         self.draft.to(self.device)
 
         per_epoch = batches_per_epoch(len(self.train_set), cfg.batch_size, self.world)
@@ -157,6 +159,32 @@ class Run:
                 config=deepspeed_config(cfg.deepspeed, cfg))
         self.step = 0
         self.log_path = self.out / "log.jsonl"
+
+    # ------------------------------------------------------------------ the target's top-1, shared by runs
+    def _shared_top1(self) -> tuple[Path, dict] | None:
+        """Where runs on the same features, data and draft vocabulary share their top-1 store (one process)."""
+        if self.store is None or self.vocab is None or self.world != 1:
+            return None
+        identity = dict(self.identity, vocab_sha256=hashlib.sha256(self.vocab.cpu().numpy().tobytes()).hexdigest())
+        return Path(self.cfg.features) / f"target_top1_N{self.vocab.numel()}.pt", identity
+
+    def _load_shared_top1(self) -> None:
+        shared = self._shared_top1()
+        if shared is None or not shared[0].is_file():
+            return
+        saved = torch.load(shared[0], weights_only=True)
+        if saved.get("identity") == shared[1]:  # else another data file or vocabulary wrote it: start empty
+            self.top1 = saved["top1"]
+            self._top1_shared_size = len(self.top1)
+
+    def _save_shared_top1(self) -> None:
+        shared = self._shared_top1()
+        if shared is None or len(self.top1) <= getattr(self, "_top1_shared_size", 0):
+            return
+        tmp = shared[0].with_name(f".{shared[0].name}.tmp")
+        torch.save({"identity": shared[1], "top1": self.top1}, tmp)
+        os.replace(tmp, shared[0])
+        self._top1_shared_size = len(self.top1)
 
     # ------------------------------------------------------------------ the loss of one batch
     def terms(self, draft, batch: Batch, generator: torch.Generator | None) -> list[dict[str, torch.Tensor]]:
@@ -258,6 +286,7 @@ class Run:
         torch.save({"torch": torch.get_rng_state()}, tmp / f"rng_state_{self.rank}.pt")
         if self.top1:  # ~4 bytes a training token: the next run skips the full-vocabulary projection at once
             torch.save(self.top1, tmp / f"target_top1_{self.rank}.pt")
+            self._save_shared_top1()  # and runs that start afresh on the same features (a warm start, a control)
         _barrier(self.world)
         if self.rank == 0:
             self.draft.save_pretrained(tmp)
@@ -305,7 +334,7 @@ class Run:
         torch.set_rng_state(torch.load(folder / f"rng_state_{self.rank}.pt", weights_only=True)["torch"])
         top1 = folder / f"target_top1_{self.rank}.pt"
         if top1.is_file():  # same data, target and draft vocabulary: resume_differences checked them above
-            self.top1 = torch.load(top1, weights_only=True)
+            self.top1.update(torch.load(top1, weights_only=True))
         self.step = state["step"]
         if self.rank == 0 and self.log_path.exists():  # drop log lines of steps this run will redo
             lines = [ln for ln in self.log_path.read_text().splitlines() if json.loads(ln)["step"] <= self.step]
