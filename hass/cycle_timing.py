@@ -37,8 +37,8 @@ def measure(model: HassModel, trees: list[TreeConfig], context: int, repeats: in
     time drafting and consuming with each of them, in the same round-robin; their pieces and tree rows carry
     `` [label]``. ``other_targets`` (label -> target, e.g. {"kernels=onednn": a packed copy}): the same for the
     target's pieces (vanilla step, tree forwards), combined with the main draft, or with its own where the value
-    is a (target, draft) pair (e.g. both packed for oneDNN: the draft then projects with that target's lm_head). A confidence-bounded tree
-    (``min_prob``) is timed at its full size: the cost it can reach, whatever the text.
+    is a (target, draft) pair (e.g. both packed for oneDNN: the draft then projects with that target's lm_head).
+    A confidence-bounded tree (``min_prob``) is timed at its full size: the cost it can reach, whatever the text.
     """
     trees = [TreeConfig(t.total_tokens, t.depth, t.top_k) for t in trees]  # a bound's pruning on random tokens
     # says nothing about real text: a bounded tree is timed at its full size, the most it can cost
@@ -135,7 +135,8 @@ def measure(model: HassModel, trees: list[TreeConfig], context: int, repeats: in
         for tree in trees:
             for v in [""] + ([f" V={size}" for size in (vocabs or {})] if draft_suffix else []):
                 name = f"{tree.total_tokens}/{tree.depth}/{tree.top_k}{v}"
-                verify, drafted = ms[f"target forward T={tree.total_tokens}{suffix}"], ms[f"drafting {name}{draft_suffix}"]
+                verify = ms[f"target forward T={tree.total_tokens}{suffix}"]
+                drafted = ms[f"drafting {name}{draft_suffix}"]
                 cycle = verify + drafted + ms[f"draft consume (2 tokens){draft_suffix}"]
                 step = ms[f"vanilla step{suffix}"]
                 rows.append({"tree": f"{name}{suffix}", "verify_ms": verify, "drafting_ms": drafted, "cycle_ms": cycle,
