@@ -55,7 +55,7 @@ from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 import hass
 from hass import DraftModel, HassModel, TreeConfig
 from hass.draft_vocab import COUNTS_FILE, draft_vocab_from, trained_vocab_size
-from hass.kernels import CPU_KERNELS, onednn_bf16_supported, plain_kernels, resolve_cpu_kernels
+from hass.kernels import CPU_KERNELS, plain_kernels, resolve_cpu_kernels
 from hass.precision import DTYPE_NAMES, bf16_is_fast, resolve_dtype_name
 
 from .benchmarks import (
@@ -152,14 +152,10 @@ class EvalConfig:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         if self.draft_dtype is not None and self.draft_dtype not in DTYPES:
             raise ValueError(f"unknown draft dtype {self.draft_dtype!r}; choose one of {', '.join(DTYPES)}")
-        if self.cpu_kernels not in ("default", "onednn"):
-            raise ValueError(f"unknown cpu kernels {self.cpu_kernels!r}; choose default or onednn")
-        if self.cpu_kernels == "onednn" and (self.device != "cpu" or self.dtype not in ("fp32", "bf16")):
-            raise ValueError(f"--cpu-kernels onednn packs fp32 / bf16 weights on the CPU; this run is {self.dtype} "
-                             f"on {self.device}")
-        if self.cpu_kernels == "onednn" and self.dtype == "bf16" and not onednn_bf16_supported():
-            raise ValueError("--cpu-kernels onednn in bf16 needs a CPU where oneDNN has bf16 (AVX512-BW/VL/DQ or "
-                             "AVX-NE-CONVERT); this one has not: use --dtype fp32 or --cpu-kernels default")
+        if self.cpu_kernels == "auto":
+            raise ValueError("cpu_kernels 'auto' is resolved before the config is made (resolve_cpu_kernels), so an "
+                             "answer file records what ran; give default or onednn")
+        resolve_cpu_kernels(self.cpu_kernels, self.device, DTYPES[self.dtype], flag="--cpu-kernels")
         if self.template not in TEMPLATES:
             raise ValueError(f"unknown template {self.template!r}; choose one of {', '.join(TEMPLATES)}")
         if not self.temperature >= 0:

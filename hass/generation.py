@@ -22,7 +22,7 @@ from .config import SamplingConfig, TreeConfig
 from .draft import DraftModel
 from .draft_vocab import check_draft_vocab, draft_vocab_from, trained_vocab_size
 from .errors import CheckpointError
-from .kernels import (PackedLinear, can_pack, can_pack_weight, onednn_bf16_supported, pack_linears,
+from .kernels import (PackedLinear, can_pack, can_pack_weight, pack_linears,
                       resolve_cpu_kernels)
 from .precision import fast_draft_dtype
 from .tree import Tree, build_tree, select_tree
@@ -136,12 +136,6 @@ class HassModel(nn.Module):
         draft = (DraftModel.from_pretrained(draft_model_path, dtype=draft_dtype, device=device)
                  if draft_model_path else None)
         cpu_kernels = resolve_cpu_kernels(cpu_kernels, device, dtype, device_map)  # checked before any weights load
-        if cpu_kernels == "onednn" and (torch.device(device).type != "cpu"
-                                        or dtype not in (torch.float32, torch.bfloat16)):
-            raise ValueError(f"cpu_kernels='onednn' packs fp32 / bf16 weights on the CPU, not {dtype} on {device}")
-        if cpu_kernels == "onednn" and dtype == torch.bfloat16 and not onednn_bf16_supported():
-            raise ValueError("cpu_kernels='onednn' in bf16 needs a CPU where oneDNN has bf16 (AVX512-BW/VL/DQ or "
-                             "AVX-NE-CONVERT); this one has not: use dtype fp32 or cpu_kernels='default'")
         hub = {"revision": revision, "trust_remote_code": trust_remote_code}
         target = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, attn_implementation=attn_implementation,
                                                       device_map=device_map, **hub, **target_kwargs)

@@ -152,16 +152,26 @@ def pack_linears(model: nn.Module, min_rows: int | None = None) -> int:
 CPU_KERNELS = ("auto", "default", "onednn")
 
 
-def resolve_cpu_kernels(name: str, device: str | torch.device, dtype: torch.dtype, device_map=None) -> str:
-    """``"auto"`` -> ``"onednn"`` for an fp32 target on the CPU (the packed products are exact fp32 and won on
-    every CPU measured: AVX512-BF16 and AVX2), else ``"default"``; other names are checked and returned.
+def resolve_cpu_kernels(name: str, device: str | torch.device, dtype: torch.dtype, device_map=None,
+                        flag: str = "cpu_kernels") -> str:
+    """Check a ``cpu_kernels`` setting against where the target runs and return what will run.
 
-    bf16 stays on the default kernels under "auto" (packed bf16 was slower on the AVX512-BF16 CPU measured), and
-    so does a target placed by a ``device_map`` (offloaded layers keep their own modules)."""
+    ``"auto"`` -> ``"onednn"`` for an fp32 target on the CPU (the packed products are exact fp32 and won on every
+    CPU measured: AVX512-BF16 and AVX2), else ``"default"``. bf16 stays on the default kernels under "auto" (packed
+    bf16 was slower on the AVX512-BF16 CPU measured), and so does a target placed by a ``device_map`` (offloaded
+    layers keep their own modules). An explicit ``"onednn"`` is refused, before any weights load, off the CPU, in a
+    dtype other than fp32 / bf16, or in bf16 where oneDNN has no bf16 on this CPU. ``flag`` names the setting in
+    the error (``"--cpu-kernels"`` for the command lines)."""
     if name not in CPU_KERNELS:
-        raise ValueError(f"cpu_kernels must be one of {', '.join(CPU_KERNELS)}, got {name!r}")
-    if name != "auto":
-        return name
-    on_cpu = torch.device(device).type == "cpu" and device_map is None
-    return "onednn" if on_cpu and dtype == torch.float32 and torch.backends.mkldnn.is_available() else "default"
-
+        raise ValueError(f"{flag} must be one of {', '.join(CPU_KERNELS)}, got {name!r}")
+    on_cpu = torch.device(device).type == "cpu"
+    if name == "auto":
+        fast = on_cpu and device_map is None and dtype == torch.float32 and torch.backends.mkldnn.is_available()
+        return "onednn" if fast else "default"
+    if name == "onednn":
+        if not on_cpu or dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"{flag} onednn packs fp32 / bf16 weights on the CPU, not {dtype} on {device}")
+        if dtype == torch.bfloat16 and not onednn_bf16_supported():
+            raise ValueError(f"{flag} onednn in bf16 needs a CPU where oneDNN has bf16 (AVX512-BW/VL/DQ or "
+                             f"AVX-NE-CONVERT); this one has not: use fp32 or {flag} default")
+    return name

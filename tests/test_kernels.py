@@ -47,7 +47,6 @@ def test_bf16_packing_is_refused_where_onednn_has_no_bf16(monkeypatch, tmp_path)
     import hass.kernels
 
     monkeypatch.setattr(hass.kernels, "onednn_bf16_supported", lambda: False)
-    monkeypatch.setattr(hass.generation, "onednn_bf16_supported", lambda: False)
     with pytest.raises(ValueError, match="not this one"):
         pack_linears(tiny_target("llama").to(torch.bfloat16))
     tiny_target("llama").save_pretrained(tmp_path / "t")
@@ -56,6 +55,11 @@ def test_bf16_packing_is_refused_where_onednn_has_no_bf16(monkeypatch, tmp_path)
     with pytest.raises(ValueError, match="oneDNN has bf16"):
         HassModel.from_pretrained(tmp_path / "t", None, dtype=torch.bfloat16, cpu_kernels="onednn")
     assert loads == []  # refused before any weights load
+    from evaluation.run import EvalConfig  # the evaluation's config asks the same check, with its flag's name
+
+    with pytest.raises(ValueError, match="--cpu-kernels onednn in bf16 needs a CPU where oneDNN has bf16"):
+        EvalConfig(base=str(tmp_path / "t"), draft=None, bench="gsm8k", methods=("vanilla",), out="x",
+                   dtype="bf16", cpu_kernels="onednn")
 
 
 def test_both_packed_kernels_compute_the_plain_product(monkeypatch):
@@ -80,6 +84,14 @@ def test_from_pretrained_refuses_onednn_where_it_does_not_apply_before_loading(t
         HassModel.from_pretrained(tmp_path / "t", None, cpu_kernels="fast")
     with pytest.raises(ValueError, match="fp32 / bf16 weights on the CPU"):
         HassModel.from_pretrained(tmp_path / "t", None, dtype=torch.float16, cpu_kernels="onednn")
+    from evaluation.run import EvalConfig
+
+    with pytest.raises(ValueError, match="--cpu-kernels onednn packs fp32 / bf16 weights on the CPU"):
+        EvalConfig(base=str(tmp_path / "t"), draft=None, bench="gsm8k", methods=("vanilla",), out="x",
+                   dtype="fp16", cpu_kernels="onednn")
+    with pytest.raises(ValueError, match="resolved before the config is made"):
+        EvalConfig(base=str(tmp_path / "t"), draft=None, bench="gsm8k", methods=("vanilla",), out="x",
+                   cpu_kernels="auto")
 
 
 def test_a_packed_model_can_be_deep_copied_and_stays_tied():
