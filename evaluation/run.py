@@ -56,7 +56,7 @@ import hass
 from hass import DraftModel, HassModel, TreeConfig
 from hass.draft_vocab import COUNTS_FILE, draft_vocab_from, trained_vocab_size
 from hass.kernels import CPU_KERNELS, plain_kernels, resolve_cpu_kernels
-from hass.precision import DTYPE_NAMES, bf16_is_fast, resolve_dtype_name
+from hass.precision import DTYPE_NAMES, bf16_is_fast, cpu_name, resolve_dtype_name
 
 from .benchmarks import (
     BENCHMARKS, REPO_ROOT, TEMPLATES, Question, build_prompt, check_benchmark, file_sha256, load_questions,
@@ -334,12 +334,7 @@ def versions() -> dict:
 
 
 def machine(device: str) -> dict:
-    cpu = platform.processor()
-    if Path("/proc/cpuinfo").is_file():
-        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                 if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "device": device,
+    info = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "device": device,
             "platform": platform.platform(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "bf16_matmul_fast": bf16_is_fast(device)}  # the same "AMD EPYC" name covers CPUs with and without AVX512-BF16
     if str(device).startswith("cuda"):

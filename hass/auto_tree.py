@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from .config import TreeConfig
 from .errors import CheckpointError
 from .files import atomic_write_text
 from .kernels import PackedLinear
+from .precision import cpu_name
 from .zoo import cache_root
 
 ACCEPTANCE_FILE = "acceptance.json"
@@ -113,12 +113,7 @@ def save_acceptance(draft_dir: str | os.PathLike, tree: TreeConfig, rates: list[
 
 def machine_key(device: torch.device) -> dict:
     """What a timing depends on besides the model: the processor, its torch kernels and the thread count."""
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    key = {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+    key = {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "device": str(device)}
     if device.type == "cuda":
         key["gpu"] = torch.cuda.get_device_name(device)

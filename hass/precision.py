@@ -9,6 +9,9 @@ fp32 depends on the shapes (measured on one AVX2 CPU: faster for the 8/4/2 tree'
 """
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import torch
 
 DTYPE_NAMES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -25,6 +28,18 @@ def bf16_is_fast(device: str | torch.device = "cpu") -> bool:
     cpu = torch.cpu
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def cpu_name() -> str:
+    """The processor's model name (/proc/cpuinfo where there is one, else ``platform.processor()``). The same
+    name can cover CPUs with and without bf16 units: record :func:`bf16_is_fast` and the torch CPU capability
+    beside it."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
 
 
 def fast_draft_dtype(device: str | torch.device = "cpu") -> torch.dtype:
