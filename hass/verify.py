@@ -15,17 +15,28 @@ from .config import SamplingConfig
 from .tree import Tree, children_lists
 
 
-def process_logits(logits: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
+def process_logits(logits: torch.Tensor, sampling: SamplingConfig, sync_free: bool | None = None) -> torch.Tensor:
     """Target logits (..., V) -> the processed sampling distribution: temperature, then top-k, then top-p.
 
     The same order and boundary rules as transformers' logits warpers, so ``temperature/top_k/top_p`` mean
-    what they mean in ``generate``.
+    what they mean in ``generate``. With both top-k and top-p, only the k kept logits are processed; a row
+    whose k-th value is tied (more than k tokens kept) takes the full sort instead. On the CPU the tie check is
+    read on the host (free there) and the full sort runs only when a tie occurs; elsewhere (``sync_free``,
+    default: off the CPU) both are computed and selected per row on the device, so the cycle reads nothing.
     """
     x = logits.float() / sampling.temperature
     if 0 < sampling.top_k < x.shape[-1] and sampling.top_p < 1.0:
-        fast = _top_k_then_p(x, sampling.top_k, sampling.top_p)
-        if fast is not None:
+        fast, tie = _top_k_then_p(x, sampling.top_k, sampling.top_p)
+        if sync_free if sync_free is not None else x.device.type != "cpu":
+            return torch.where(tie.unsqueeze(-1), _full_top_k_top_p(x, sampling), fast)
+        if not bool(tie.any()):
             return fast
+        return torch.where(tie.unsqueeze(-1), _full_top_k_top_p(x, sampling), fast)
+    return _full_top_k_top_p(x, sampling)
+
+
+def _full_top_k_top_p(x: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
+    """Temperature-scaled logits -> probabilities, top-k by masking and top-p by a sort of the whole row."""
     if sampling.top_k > 0:
         kth = torch.topk(x, min(sampling.top_k, x.shape[-1]), dim=-1).values[..., -1:]
         x = x.masked_fill(x < kth, float("-inf"))
@@ -39,17 +50,17 @@ def process_logits(logits: torch.Tensor, sampling: SamplingConfig) -> torch.Tens
     return x.softmax(-1)
 
 
-def _top_k_then_p(x: torch.Tensor, k: int, top_p: float) -> torch.Tensor | None:
+def _top_k_then_p(x: torch.Tensor, k: int, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
     """process_logits' top-k then top-p on the k kept entries only (no sort of the whole vocabulary: 1.5 ms a
-    row for SmolLM2's 49,152 on a 2-core CPU); None where a tie at the k-th value keeps more than k tokens."""
+    row for SmolLM2's 49,152 on a 2-core CPU), and per row whether a tie at the k-th value keeps more than k
+    tokens (where the result is not the warpers' and the full path must be taken)."""
     values, ids = torch.topk(x, k, dim=-1)  # descending
-    if bool(((x >= values[..., -1:]).sum(-1) != k).any()):
-        return None
+    tie = (x >= values[..., -1:]).sum(-1) != k
     values, ids = values.flip(-1), ids.flip(-1)  # ascending, as the full path sorts
     drop = values.softmax(-1).cumsum(-1) <= 1.0 - top_p
     drop[..., -1] = False  # always keep the most likely token
     probs = values.masked_fill(drop, float("-inf")).softmax(-1)
-    return torch.zeros_like(x).scatter(-1, ids, probs)
+    return torch.zeros_like(x).scatter(-1, ids, probs), tie
 
 
 def sample(probs: torch.Tensor, generator: torch.Generator | None) -> int:

@@ -47,9 +47,12 @@ def test_top_k_then_top_p_on_the_kept_entries_equals_the_full_sort_with_ties_fal
     for t, k, p in [(1.0, 50, 0.9), (0.8, 10, 0.5), (1.2, 1, 0.9), (1.0, 5, 0.999)]:
         x = TemperatureLogitsWarper(t)(None, logits.clone())
         x = TopPLogitsWarper(p)(None, TopKLogitsWarper(k)(None, x))
-        torch.testing.assert_close(process_logits(logits, SamplingConfig(t, p, k)), x.softmax(-1))
-        for row in range(4):  # one row at a time, as the rejection walk asks
-            torch.testing.assert_close(process_logits(logits[row], SamplingConfig(t, p, k)), x[row].softmax(-1))
+        for sync_free in (None, True, False):  # the host-read tie check (CPU) and the per-row device selection
+            got = process_logits(logits, SamplingConfig(t, p, k), sync_free=sync_free)
+            torch.testing.assert_close(got, x.softmax(-1))
+            for row in range(4):  # one row at a time, as the rejection walk asks
+                torch.testing.assert_close(process_logits(logits[row], SamplingConfig(t, p, k), sync_free=sync_free),
+                                           x[row].softmax(-1))
 
 
 @pytest.mark.parametrize("sampling", [SamplingConfig(1.0), SamplingConfig(0.7, 1.0, 4), SamplingConfig(1.0, 0.8)])
