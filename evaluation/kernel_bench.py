@@ -1,11 +1,16 @@
 """Target forward time with the default CPU kernels against oneDNN-packed linear layers, side by side.
 
-    python -m evaluation.kernel_bench --base TARGET_DIR --dtypes fp32,bf16 --tokens 1,8,16,60
+    python -m evaluation.kernel_bench --base TARGET_DIR --dtypes fp32,bf16 --tokens 1,8,16,60 [--compile]
 
 For each dtype it loads the target twice (one copy packed with hass.kernels.pack_linears), fills a KV cache with
 a ``--context``-token prompt, then times a forward of each token count over that cache (what a vanilla step,
-a tree verification and a prefill are), alternating the two copies repeat by repeat, and prints the medians,
-their ratio and the largest logit difference between the two.
+a tree verification and a prefill are), alternating the copies repeat by repeat, and prints the medians,
+their ratio and the largest logit difference from the default kernels.
+
+``--compile`` adds a third copy whose decoder layers run through ``torch.compile`` (inductor, dynamic shapes,
+one graph shared by the layers, a graph break at the KV-cache write; weights not frozen, since inductor cannot
+lower the prepacked products as graph inputs), with the compile time of its first calls: the route issue 19
+names beside prepacking, measured rather than assumed.
 """
 from __future__ import annotations
 
@@ -32,6 +37,23 @@ def _prepare(model, context: int):
     return cache
 
 
+def _compiled_copy(model):
+    """A copy of ``model`` whose decoder layers call one compiled forward (eager everywhere else)."""
+    import torch._dynamo
+
+    from hass.kv_cache import KVCache
+
+    torch._dynamo.config.allow_unspec_int_on_nn_module = True  # layer_idx: one graph for every layer
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
+    if not getattr(KVCache.update, "_hass_not_compiled", False):  # the cache write stays eager (a graph break)
+        KVCache.update = torch.compiler.disable(KVCache.update)
+        KVCache.update._hass_not_compiled = True
+    compiled = copy.deepcopy(model)
+    for layer in compiled.model.layers if hasattr(compiled, "model") else compiled.get_decoder().layers:
+        layer.forward = torch.compile(layer.forward, dynamic=True)
+    return compiled
+
+
 @torch.inference_mode()
 def _forward(model, cache, context: int, n: int):
     x = torch.randint(0, model.config.vocab_size, (1, n), generator=torch.Generator().manual_seed(n))
@@ -50,26 +72,43 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tokens", default="1,8,16,60")
     p.add_argument("--context", type=int, default=300)
     p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--compile", action="store_true", help="add torch.compile'd decoder layers as a third column")
     args = p.parse_args(argv)
     counts = [int(x) for x in args.tokens.split(",")]
+    unknown = [d for d in args.dtypes.split(",") if d not in DTYPES]
+    if unknown:
+        p.error(f"unknown dtype(s) {unknown}; choose from {', '.join(DTYPES)}")
+    labels = ["plain", "packed"] + (["compiled"] if args.compile else [])
     print(f"machine {json.dumps(machine('cpu'))}; context {args.context}, {args.repeats} repeats, medians")
-    print("| dtype | tokens | default (ms) | oneDNN packed (ms) | speedup | max logit difference |\n|---|---|---|---|---|---|")
+    head = "| dtype | tokens | default (ms) | oneDNN packed (ms) | speedup | max logit difference |"
+    if args.compile:
+        head += " torch.compile (ms) | speedup | max logit difference |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
     for name in args.dtypes.split(","):
         plain = AutoModelForCausalLM.from_pretrained(args.base, dtype=DTYPES[name]).eval()
-        packed = copy.deepcopy(plain)
-        pack_linears(packed)
-        caches = {"plain": _prepare(plain, args.context), "packed": _prepare(packed, args.context)}
+        models = {"plain": plain, "packed": copy.deepcopy(plain)}
+        pack_linears(models["packed"])
+        if args.compile:
+            models["compiled"] = _compiled_copy(plain)
+        caches = {label: _prepare(models[label], args.context) for label in labels}
         for n in counts:
-            times = {"plain": [], "packed": []}
+            times = {label: [] for label in labels}
             logits = {}
+            if args.compile:  # its first call at this token count compiles (or loads the on-disk cache)
+                seconds, _ = _forward(models["compiled"], caches["compiled"], args.context, n)
+                print(f"(torch.compile, {name}, {n} tokens: first call {seconds:.1f} s)", flush=True)
             for _ in range(args.repeats):
-                for label, model in (("plain", plain), ("packed", packed)):
-                    seconds, logits[label] = _forward(model, caches[label], args.context, n)
+                for label in labels:
+                    seconds, logits[label] = _forward(models[label], caches[label], args.context, n)
                     times[label].append(seconds)
-            a, b = (statistics.median(times[k]) * 1000 for k in ("plain", "packed"))
-            diff = float((logits["plain"] - logits["packed"]).abs().max())
-            print(f"| {name} | {n} | {a:.1f} | {b:.1f} | {a / b:.2f}x | {diff:.1e} |", flush=True)
-        del plain, packed, caches
+            ms = {label: statistics.median(times[label]) * 1000 for label in labels}
+            row = f"| {name} | {n} | {ms['plain']:.1f} |"
+            for label in labels[1:]:
+                diff = float((logits["plain"] - logits[label]).abs().max())
+                row += f" {ms[label]:.1f} | {ms['plain'] / ms[label]:.2f}x | {diff:.1e} |"
+            print(row, flush=True)
+        del plain, models, caches
 
 
 if __name__ == "__main__":
