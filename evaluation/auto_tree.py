@@ -19,6 +19,7 @@ from hass import HassModel
 from hass.auto_tree import auto_tree, format_choice, load_acceptance
 from hass.errors import CheckpointError
 from hass.kernels import CPU_KERNELS
+from hass.precision import resolve_dtype_name
 
 from .run import DTYPES
 
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--base", required=True)
     p.add_argument("--draft", required=True)
     p.add_argument("--dtype", default="fp32")
-    p.add_argument("--draft-dtype", default="bf16")
+    p.add_argument("--draft-dtype", default="bf16", help="bf16 | fp16 | fp32 | auto (bf16 where the CPU has bf16 "
+                   "units or on a GPU, else fp32)")
     p.add_argument("--cpu-kernels", default="auto", choices=CPU_KERNELS)
     p.add_argument("--draft-vocab", default=None,
                    help="draft over the N most frequent tokens (default: the N the draft was trained over, else all)")
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--refresh", action="store_true", help="time again even if cached")
     args = p.parse_args(argv)
+    if args.draft_dtype == "auto":
+        args.draft_dtype = resolve_dtype_name("auto", "cpu")
     for name in (args.dtype, args.draft_dtype):
         if name not in DTYPES:
             p.error(f"unknown dtype {name!r}")

@@ -55,7 +55,7 @@ from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 import hass
 from hass import DraftModel, HassModel, TreeConfig
 from hass.draft_vocab import COUNTS_FILE, draft_vocab_from, trained_vocab_size
-from hass.kernels import CPU_KERNELS, plain_kernels, resolve_cpu_kernels
+from hass.kernels import CPU_KERNELS, can_pack, pack_linears, plain_kernels, resolve_cpu_kernels
 from hass.precision import DTYPE_NAMES, bf16_is_fast, cpu_name, resolve_dtype_name
 
 from .benchmarks import (
@@ -426,6 +426,8 @@ def generate_answers(cfg: EvalConfig, plan: Plan) -> int:
             if (v.draft, v.draft_dtype) not in drafts:
                 drafts[v.draft, v.draft_dtype] = DraftModel.from_pretrained(v.draft, dtype=DTYPES[v.draft_dtype],
                                                                             device=cfg.device)
+                if cfg.cpu_kernels == "onednn" and can_pack(drafts[v.draft, v.draft_dtype]):
+                    pack_linears(drafts[v.draft, v.draft_dtype])  # as HassModel.from_pretrained packs its draft
             vocab = draft_vocab_from(v.draft, v.vocab, target.config.vocab_size) if v.vocab is not None else None
             variant = HassModel(target, drafts[v.draft, v.draft_dtype], tokenizer, vocab)
             makers[m] = lambda variant=variant, tree=v.tree: hass_runner(variant, cfg, eos, tree)

@@ -560,7 +560,11 @@ def test_packed_kernels_give_the_same_answers_and_hf_keeps_its_own(models_dir, t
     real = kernels.PackedLinear.forward
     monkeypatch.setattr(kernels.PackedLinear, "forward",
                         lambda self, x: seen.append(kernels._ENABLED[-1]) or real(self, x))
+    packed_here = []  # the evaluation packs each draft it loads, as HassModel.from_pretrained does
+    monkeypatch.setattr(run, "pack_linears", lambda m, real=run.pack_linears: packed_here.append(m) or real(m))
     run.main(quick_args(models_dir, out, "--methods", "hass,vanilla,hf", "--cpu-kernels", "onednn"))
+    assert [type(m).__name__ for m in packed_here] == ["DraftModel"]
+    assert any(isinstance(m, kernels.PackedLinear) for m in packed_here[0].modules())
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert lines[0]["config"]["cpu_kernels"] == "onednn"
     by = {(a["method"], a["question_id"]): [t["token_ids"] for t in a["turns"]] for a in lines[1:]}
