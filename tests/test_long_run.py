@@ -102,3 +102,27 @@ def test_a_long_run_refuses_changed_settings_or_data_with_the_differences_named(
                    runs=runs, milestones=milestones)
     with pytest.raises(LongRunError, match="no milestone.json"):
         train_long(cfg, "b", start_from=str(tmp_path / "nowhere"), runs=runs, milestones=milestones)
+
+
+def test_the_rise_over_the_last_fifth_and_the_curves_of_a_milestone(tmp_path, capsys):
+    from train.long_run import main, rise_over_tail
+
+    evals = [{"step": s, "split": "eval", "acc_s1": a} for s, a in
+             [(1000, 0.30), (2000, 0.40), (3000, 0.45), (4000, 0.47), (5000, 0.48)]]
+    # the last 20% of 5,000 steps starts at 4,000: the eval there is the reference
+    assert rise_over_tail(evals) == pytest.approx({"from_step": 4000, "to_step": 5000, "from": 0.47, "to": 0.48,
+                                                   "rise": 0.01})
+    assert rise_over_tail(evals[:1]) is None
+    assert rise_over_tail(evals, fraction=0.5)["from_step"] == 2000  # the latest eval at or before step 2,500
+    milestone = tmp_path / "eagle2"
+    milestone.mkdir()
+    train_rows = [{"step": s, "split": "train", "acc_s1": 0.1} for s in (50, 100)]
+    (milestone / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train_rows + evals))
+    main(["curves", "--runs", str(milestone), "--out", str(tmp_path / "c.png"), "--json", str(tmp_path / "c.json")])
+    printed = capsys.readouterr().out
+    assert "eagle2: held-out top-1 0.480 at step 5000; over the last 20% (steps 4000-5000) it rose +0.010" in printed
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert [e["step"] for e in report["eagle2"]["evals"]] == [1000, 2000, 3000, 4000, 5000]
+    assert (tmp_path / "c.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="neither a long run's folder"):
+        main(["curves", "--runs", str(tmp_path / "c.json"), "--out", str(tmp_path / "d.png")])

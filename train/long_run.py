@@ -4,6 +4,7 @@
     python -m train.long_run train --name hass_warm --config configs/long_smollm2_hass_warm.json --start-from MILESTONE
     python -m train.long_run milestone --name eagle2 [--out checkpoints/milestones/eagle2]
     python -m train.long_run status
+    python -m train.long_run curves --runs eagle2,hass_warm,eagle2_cont --out held_out.png [--json held_out.json]
 
 A long run NAME lives in ``runs/long/NAME/``, as one or more segments. Segment ``seg-00000000`` starts at global
 step 0 and resumes from its newest checkpoint (optimiser state included, the result of an uninterrupted run). When
@@ -14,7 +15,9 @@ with a short warm-up (the optimiser's moments start afresh) and the learning rat
 schedule's tail. A branch (``--start-from``) starts the same way from another run's milestone: the HASS warm start
 continues the EAGLE-2 draft at a global step with another loss.
 
-The global log (every segment's records, the step made global) gives the curve across restarts.
+The global log (every segment's records, the step made global) gives the curve across restarts; ``curves``
+plots the held-out top-1 of several runs (run folders or committed milestones) against the global step and
+reports how much each rose over the last 20% of its steps, the stopping rule of docs/TRAINING_PLAN.md.
 """
 from __future__ import annotations
 
@@ -263,6 +266,55 @@ def write_milestone(run_dir: Path, out: Path, step: int | None = None) -> Path:
     return out
 
 
+def held_out_curve(source: Path) -> list[dict]:
+    """The eval records (global steps) of a long run's folder, or of a milestone folder's thinned log."""
+    if (source / "base_config.json").is_file():
+        records = global_log(source)
+    elif (source / "log.jsonl").is_file():
+        records = [json.loads(line) for line in (source / "log.jsonl").read_text().splitlines() if line.strip()]
+    else:
+        raise LongRunError(f"{source} is neither a long run's folder (base_config.json) nor a milestone (log.jsonl)")
+    return [r for r in records if r["split"] == "eval"]
+
+
+def rise_over_tail(evals: list[dict], fraction: float = 0.2, key: str = "acc_s1") -> dict | None:
+    """How much ``key`` rose over the last ``fraction`` of the logged steps: the last eval against the latest
+    eval at or before (1 - fraction) x the last step. None with fewer than two evals."""
+    rows = [r for r in evals if key in r]
+    if len(rows) < 2:
+        return None
+    end = rows[-1]
+    cut = (1.0 - fraction) * end["step"]
+    before = [r for r in rows[:-1] if r["step"] <= cut] or rows[:1]
+    start = before[-1]
+    return {"from_step": start["step"], "to_step": end["step"], "from": start[key], "to": end[key],
+            "rise": end[key] - start[key]}
+
+
+def plot_held_out(curves: dict[str, list[dict]], out: Path) -> None:
+    """Held-out top-1 per aligning step against the global step, one colour per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hass.files import save_figure
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for (label, evals), color in zip(curves.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")):
+        for key in sorted({k for r in evals for k in r if k.startswith("acc_s")}):
+            points = [(r["step"], r[key]) for r in evals if key in r]
+            s = int(key[5:])
+            ax.plot(*zip(*points), marker="o", color=color, alpha=1.0 if s == 1 else 0.6,
+                    linestyle=("-", "--", "-.", ":")[min(s, 4) - 1], label=f"{label}, aligning step {s}")
+    ax.set_xlabel("optimiser step (batch 2)")
+    ax.set_ylabel("held-out draft top-1 (vs the target's argmax)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, out, dpi=110, format="png")
+
+
 def status(runs: Path = RUNS, milestones: Path = MILESTONES) -> list[str]:
     lines = []
     for run_dir in sorted(p for p in runs.glob("*") if (p / "base_config.json").is_file()):
@@ -292,6 +344,10 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--out", help=f"folder to write (default {MILESTONES}/NAME)")
     m.add_argument("--step", type=int, help="refuse unless the newest checkpoint is at this global step")
     sub.add_parser("status", help="where each long run stands")
+    c = sub.add_parser("curves", help="plot the held-out top-1 of runs or milestones; the rise over the last 20%%")
+    c.add_argument("--runs", required=True, help=f"comma-separated run names (under {RUNS}) or folders")
+    c.add_argument("--out", required=True, help="PNG to write")
+    c.add_argument("--json", help="also write the curves and rises here")
     args, rest = parser.parse_known_args(argv)
     try:
         if args.command == "train":
@@ -299,6 +355,27 @@ def main(argv: list[str] | None = None) -> None:
             print(f"checkpoint: {folder}", file=sys.stderr)
         elif rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        elif args.command == "curves":
+            curves = {}
+            for name in args.runs.split(","):
+                folder = Path(name) if Path(name).is_dir() else RUNS / name
+                curves[folder.name] = held_out_curve(folder)
+                if not curves[folder.name]:
+                    raise LongRunError(f"{folder} has no held-out evaluation yet")
+            plot_held_out(curves, Path(args.out))
+            report = {}
+            for label, evals in curves.items():
+                report[label] = {"rise_over_last_20_percent": rise_over_tail(evals),
+                                 "evals": [{k: v for k, v in r.items() if k == "step" or k.startswith("acc_s")}
+                                           for r in evals]}
+                r = report[label]["rise_over_last_20_percent"]
+                last = evals[-1]
+                tail = (f"; over the last 20% (steps {r['from_step']}-{r['to_step']}) it rose {r['rise']:+.3f} "
+                        f"({r['from']:.3f} -> {r['to']:.3f})") if r else ""
+                print(f"{label}: held-out top-1 {last.get('acc_s1', float('nan')):.3f} at step {last['step']}{tail}")
+            if args.json:
+                atomic_write_text(Path(args.json), json.dumps(report, indent=1) + "\n")
+            print(args.out)
         elif args.command == "milestone":
             print(write_milestone(RUNS / args.name, Path(args.out) if args.out else MILESTONES / args.name, args.step))
         else:
