@@ -3,10 +3,12 @@
     python -m evaluation.report answers/mt_bench.jsonl answers/gsm8k.jsonl --out-dir reports/T0
 
 Definitions (per benchmark, over the questions every method of a file answered):
-- tokens/s of a question = its new tokens / its wall time, all turns together, prefill included;
-  the ``tok/s`` column is the mean over questions.
-- speedup vs vanilla = mean tok/s of the method / mean tok/s of ``vanilla`` from the SAME answer file (one
-  run, one machine, methods interleaved question by question); likewise vs ``hf`` when present.
+- tok/s = total new tokens / total wall time over the questions (all turns, prefill included).
+- speedup vs vanilla = the method's tok/s / ``vanilla``'s from the SAME answer file (one run, one machine,
+  methods interleaved question by question): the ratio of total times where both produced the same tokens
+  (greedy), never a mean of per-answer rates (a slow long answer weighs what it costs). Likewise vs ``hf``.
+  Its per-question spread: the 10th percentile / median / 90th percentile over questions of each question's
+  own ratio (new tokens / wall time of the method over vanilla's).
 - tau_total = total new tokens / total target forwards. Every turn's prefill counts as one forward that
   produces one token, so plain decoding gives exactly 1.0.
 - tau_q (the HASS authors' figure) = per question, the mean of ``accept_lengths`` (accepted drafts + 1 bonus,
@@ -119,6 +121,8 @@ class Row:
     tau_total: float
     tau_q: float | None
     accept_lengths: list[int] = field(default_factory=list, repr=False)
+    question_rates: dict = field(default_factory=dict, repr=False)  # question id -> new tokens / wall time
+    speedup_spread: tuple[float, float, float] | None = None  # per-question speedup vs vanilla: p10, median, p90
 
 
 def _question_totals(record: dict) -> tuple[int, float, int, list[int]]:
@@ -142,13 +146,25 @@ def method_row(f: AnswerFile, method: str, question_ids: list) -> Row:
         questions=len(question_ids),
         new_tokens=new_tokens,
         wall_time_s=sum(t[1] for t in totals),
-        tokens_per_s=mean(t[0] / t[1] for t in totals) if totals else 0.0,
+        tokens_per_s=sum(t[0] for t in totals) / wall if (wall := sum(t[1] for t in totals)) > 0 else 0.0,
         speedup_vs_vanilla=None,
         speedup_vs_hf=None,
         tau_total=new_tokens / forwards if forwards else 0.0,
         tau_q=float(mean(per_question_tau)) if per_question_tau else None,
         accept_lengths=[a for t in totals for a in t[3]],
+        question_rates={q: t[0] / t[1] for q, t in zip(question_ids, totals) if t[1] > 0},
     )
+
+
+def percentiles(values: list[float]) -> tuple[float, float, float]:
+    """(10th percentile, median, 90th percentile), linear between the sorted values."""
+    v = sorted(values)
+
+    def at(p: float) -> float:
+        i = p * (len(v) - 1)
+        lo = int(i)
+        return v[lo] + (v[min(lo + 1, len(v) - 1)] - v[lo]) * (i - lo)
+    return at(0.1), at(0.5), at(0.9)
 
 
 def file_rows(f: AnswerFile) -> list[Row]:
@@ -159,6 +175,11 @@ def file_rows(f: AnswerFile) -> list[Row]:
         for baseline, attr in (("vanilla", "speedup_vs_vanilla"), ("hf", "speedup_vs_hf")):
             if baseline in by_method and by_method[baseline].tokens_per_s > 0:
                 setattr(r, attr, r.tokens_per_s / by_method[baseline].tokens_per_s)
+        base = by_method.get("vanilla")
+        if base is not None:
+            ratios = [r.question_rates[q] / base.question_rates[q] for q in r.question_rates
+                      if base.question_rates.get(q)]
+            r.speedup_spread = percentiles(ratios) if ratios else None
     return rows
 
 
@@ -187,6 +208,11 @@ def mean_rows(rows: list[Row]) -> list[Row]:
             accept_lengths=[a for r in rs for a in r.accept_lengths],
         ))
     return out
+
+
+def spread_text(r: Row) -> str | None:
+    """The per-question speedup spread as '10% / median / 90%'."""
+    return None if r.speedup_spread is None else " / ".join(f"{x:.2f}" for x in r.speedup_spread)
 
 
 def depth_acceptance(accept_lengths: list[int], depth: int | None = None) -> list[float | None]:
@@ -251,9 +277,14 @@ def lossless_lines(files: list[AnswerFile]) -> list[str]:
 
 
 COLUMNS = ("bench", "method", "questions", "new_tokens", "wall_time_s", "tokens_per_s",
-           "speedup_vs_vanilla", "speedup_vs_hf", "tau_total", "tau_q")
+           "speedup_vs_vanilla", "speedup_spread", "speedup_vs_hf", "tau_total", "tau_q")
 HEADINGS = ("benchmark", "method", "questions", "new tokens", "wall s", "tok/s",
-            "speedup vs vanilla", "speedup vs hf", "tau_total (tokens/forward)", "tau_q (per-question mean)")
+            "speedup vs vanilla", "per question (10% / median / 90%)", "speedup vs hf",
+            "tau_total (tokens/forward)", "tau_q (per-question mean)")
+
+
+def _value(r: Row, column: str):
+    return spread_text(r) if column == "speedup_spread" else getattr(r, column)
 
 
 def _cell(value) -> str:
@@ -264,7 +295,7 @@ def _cell(value) -> str:
 
 def markdown_table(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(HEADINGS) + " |", "|" + "---|" * len(HEADINGS)]
-    lines += ["| " + " | ".join(_cell(getattr(r, c)) for c in COLUMNS) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(_value(r, c)) for c in COLUMNS) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -272,7 +303,7 @@ def write_csv(rows: list[Row], path: Path) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
-        writer.writerows([[getattr(r, c) if getattr(r, c) is not None else "" for c in COLUMNS] for r in rows])
+        writer.writerows([[_value(r, c) if _value(r, c) is not None else "" for c in COLUMNS] for r in rows])
 
 
 def plot_scope(rows: list[Row]) -> str:
@@ -364,7 +395,9 @@ def report(paths: list[str | Path], out_dir: str | Path) -> str:
         f"# Speed and acceptance ({setting})", "", markdown_table(rows), "",
         "tau_total = total new tokens / total target forwards (each turn's prefill counts as one forward).",
         "tau_q = mean over questions of the per-question mean accept length (accepted drafts + 1).",
-        "speedup = mean tokens/s of the method / mean tokens/s of the baseline from the same answer file.",
+        "tok/s = total new tokens / total wall time; speedup = the method's tok/s / the baseline's from the same "
+        "answer file (the ratio of total times where the tokens are the same), with the spread of the per-question "
+        "ratios (10th percentile / median / 90th percentile); mean rows average the benchmarks.",
         "", "## Acceptance by tree depth", "",
         "P(accepted >= d | accepted >= d - 1) over the target forwards after each prefill.", "",
         depth_table(rows), "",

@@ -221,7 +221,7 @@ def hand_made_files(tmp_path) -> list[Path]:
         ("vanilla", 1): [turn(10, 1.0, [1] * 9), turn(6, 1.0, [1] * 5)],  # 16 tokens / 2 s = 8 tok/s
         ("vanilla", 2): [turn(4, 1.0, [1] * 3, ids=[0, 1, 2, 3])],  # 4 tok/s
         ("hass", 1): [turn(10, 0.5, [3, 3, 3]), turn(6, 0.5, [2, 3])],  # 16 tok/s
-        ("hass", 2): [turn(4, 0.5, [3], ids=[0, 1, 9, 3])],  # 8 tok/s; differs from vanilla at token 2
+        ("hass", 2): [turn(4, 0.25, [3], ids=[0, 1, 9, 3])],  # 16 tok/s; differs from vanilla at token 2
         ("hf", 1): [turn(10, 2.0, [1] * 9), turn(6, 2.0, [1] * 5)],  # 4 tok/s
         ("hf", 2): [turn(4, 1.0, [1] * 3, ids=[0, 1, 2, 3])],  # 4 tok/s
     })
@@ -238,19 +238,21 @@ def test_report_arithmetic(tmp_path):
     rows += report.mean_rows(rows)
     got = {(r.bench, r.method): r for r in rows}
     hass_mt = got["mt_bench", "hass"]
-    assert hass_mt.tokens_per_s == pytest.approx(12.0)  # mean(16, 8)
-    assert got["mt_bench", "vanilla"].tokens_per_s == pytest.approx(6.0)  # mean(8, 4)
-    assert hass_mt.speedup_vs_vanilla == pytest.approx(2.0) and hass_mt.speedup_vs_hf == pytest.approx(3.0)
-    assert got["mt_bench", "hf"].speedup_vs_vanilla == pytest.approx(4 / 6)
+    # totals, not a mean of per-question rates (those would give mean(16, 16) / mean(8, 4) = 2.67x)
+    assert hass_mt.tokens_per_s == pytest.approx(16.0)  # 20 tokens / 1.25 s
+    assert got["mt_bench", "vanilla"].tokens_per_s == pytest.approx(20 / 3)  # 20 tokens / 3 s
+    assert hass_mt.speedup_vs_vanilla == pytest.approx(2.4) and hass_mt.speedup_vs_hf == pytest.approx(4.0)
+    assert hass_mt.speedup_spread == pytest.approx((2.2, 3.0, 3.8))  # per question 2x and 4x
+    assert got["mt_bench", "hf"].speedup_vs_vanilla == pytest.approx(0.6)  # 3 s / 5 s
     assert hass_mt.tau_total == pytest.approx(20 / 9)  # 20 tokens / (4 + 3 + 2) forwards
     assert hass_mt.tau_q == pytest.approx((14 / 5 + 3) / 2)  # per question: mean([3,3,3,2,3]), mean([3])
     assert got["mt_bench", "vanilla"].tau_total == pytest.approx(1.0) and got["mt_bench", "vanilla"].tau_q == 1.0
     assert got["gsm8k", "hass"].speedup_vs_vanilla == pytest.approx(4.0)
     assert got["gsm8k", "hass"].tau_total == pytest.approx(2.5) and got["gsm8k", "hass"].tau_q == 4.0
     mean_hass = got["mean", "hass"]
-    assert mean_hass.speedup_vs_vanilla == pytest.approx(3.0) and mean_hass.tokens_per_s == pytest.approx(16.0)
+    assert mean_hass.speedup_vs_vanilla == pytest.approx(3.2) and mean_hass.tokens_per_s == pytest.approx(18.0)
     assert mean_hass.tau_total == pytest.approx((20 / 9 + 2.5) / 2) and mean_hass.tau_q == pytest.approx(3.45)
-    assert mean_hass.questions == 3 and got["mean", "hf"].speedup_vs_vanilla == pytest.approx(4 / 6)
+    assert mean_hass.questions == 3 and got["mean", "hf"].speedup_vs_vanilla == pytest.approx(0.6)
     assert report.divergences(files[0], "hass") == (2, [(2, 0, 2)])
     assert report.first_divergence([1, 2], [1, 2, 3]) == 2 and report.first_divergence([1], [1]) is None
 
