@@ -21,9 +21,11 @@ Output: ONE JSONL file per run holding every method. Line 1 is the header
 then one line per (question, method), written after all methods answered the question:
   {"record": "answer", "method", "question_id", "category",
    "turns": [{"prompt_tokens", "text", "token_ids", "new_tokens", "wall_time", "target_forwards",
-              "accept_lengths"}]}
+              "accept_lengths", "tree_sizes", "tree_depths"}]}
 wall_time covers the generate call (prefill included, tokenization excluded); target_forwards counts the
-prefill; accept_lengths has one entry per target forward after the prefill (tokens it added, bonus included).
+prefill; accept_lengths has one entry per target forward after the prefill (tokens it added, bonus included);
+hass methods also give, per forward, the tokens it verified (tree_sizes, the root included) and the deepest node's
+depth (tree_depths): a confidence-bounded tree varies in both (evaluation.record_acceptance keeps their means).
 For hf / pld they are read off a forward hook that records the target's cache length at every call.
 Re-running with the same --out skips the questions already answered; a header from another configuration
 (anything but --questions / --first-question / --warmup) is an error. A resumed run first appends
@@ -223,8 +225,9 @@ class EvalConfig:
         return HassVariant(draft=draft, tree=tree, vocab=vocab, draft_dtype=draft_dtype)
 
 
-# A runner answers one prompt: (prompt (1, T), seed) -> (new token ids, target forwards, accept lengths).
-Runner = Callable[[torch.Tensor, int], tuple[list[int], int, list[int]]]
+# A runner answers one prompt: (prompt (1, T), seed) -> (new token ids, target forwards, accept lengths, extra
+# per-turn fields: the tree sizes and depths of a hass method, none for hf / pld).
+Runner = Callable[[torch.Tensor, int], tuple[list[int], int, list[int], dict]]
 
 
 def hass_runner(model: HassModel, cfg: EvalConfig, eos: list[int], tree: TreeConfig | None = None) -> Runner:
@@ -232,7 +235,8 @@ def hass_runner(model: HassModel, cfg: EvalConfig, eos: list[int], tree: TreeCon
         generator = torch.Generator(device=model.device).manual_seed(seed)
         out = model.generate(prompt, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                              tree=tree or cfg.tree, eos_token_id=eos, generator=generator)
-        return out.sequences[0, prompt.shape[1]:].tolist(), out.target_forwards, list(out.accept_lengths)
+        return (out.sequences[0, prompt.shape[1]:].tolist(), out.target_forwards, list(out.accept_lengths),
+                {"tree_sizes": out.tree_sizes, "tree_depths": out.tree_depths})
 
     return run
 
@@ -274,7 +278,7 @@ def hf_runner(target, cfg: EvalConfig, eos: list[int], pad: int, lookup: int | N
             handle.remove()
         ids = _cut_at_eos(out[0, prompt.shape[1]:].tolist(), eos)
         added = log.tokens_per_forward(prompt.shape[1], prompt.shape[1] + len(ids))
-        return ids, len(added), added[1:]
+        return ids, len(added), added[1:], {}
 
     return run
 
@@ -305,13 +309,13 @@ def answer(run: Runner, tokenizer, question: Question, cfg: EvalConfig, seed: in
         prompt = torch.tensor([prompt_ids], device=cfg.device)
         _sync(cfg.device)
         start = time.perf_counter()
-        ids, forwards, accepts = run(prompt, seed * 16 + t)
+        ids, forwards, accepts, extra = run(prompt, seed * 16 + t)
         _sync(cfg.device)
         wall = time.perf_counter() - start
         reply = tokenizer.decode(ids, skip_special_tokens=True).strip()
         messages.append({"role": "assistant", "content": reply})
         turns.append({"prompt_tokens": len(prompt_ids), "text": reply, "token_ids": ids, "new_tokens": len(ids),
-                      "wall_time": wall, "target_forwards": forwards, "accept_lengths": accepts})
+                      "wall_time": wall, "target_forwards": forwards, "accept_lengths": accepts, **extra})
     return turns
 
 

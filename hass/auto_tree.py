@@ -8,7 +8,8 @@ rates a_d = P(accepted >= d | accepted >= d - 1), a tree of depth D accepts 1 + 
 tokens per forward on average (the bonus token included). A shallower tree of the same width and top-k is a
 candidate too, estimated with the prefix of the same rates (a conservative estimate: its levels could only be
 as wide or wider). The cycle times come from timing each candidate on this machine (hass.cycle_timing; a
-confidence-bounded tree at its full size, the most it can cost). The choice itself is the pure function
+confidence-bounded tree at the mean size and depth it verified where its record has them, :func:`timing_tree`,
+else at its full size, the most it can cost). The choice itself is the pure function
 :func:`choose_tree`; :func:`auto_tree` (``HassModel.auto_tree()``, ``generate(tree="auto")``, ``python -m
 evaluation.auto_tree``) times the candidates once per machine and settings, caches the timings under
 ``$HASS_CACHE/auto_tree/``, and chooses.
@@ -65,6 +66,20 @@ def candidates(recorded: dict[str, list[float]]) -> dict[TreeConfig, float]:
     return out
 
 
+def timing_tree(tree: TreeConfig, shapes: dict[str, tuple[float, float]]) -> TreeConfig:
+    """The fixed tree whose cycle stands for ``tree``'s: a confidence-bounded tree with a recorded mean shape
+    (``shapes``: tree name -> (mean tokens verified, mean depth), from acceptance.json) is timed as an unbounded
+    tree of that many tokens and that depth (its verification reads that many rows; its expansion stopped about
+    there); any other tree at its own full size."""
+    full = TreeConfig(tree.total_tokens, tree.depth, tree.top_k)
+    shape = shapes.get(tree_name(tree)) if tree.min_prob else None
+    if shape is None:
+        return full
+    tokens = min(max(2, round(shape[0])), tree.total_tokens)
+    depth = min(max(1, round(shape[1])), tree.depth, tokens - 1)
+    return TreeConfig(min(tokens, TreeConfig(2, depth, tree.top_k).max_total_tokens), depth, tree.top_k)
+
+
 @dataclass(frozen=True)
 class Choice:
     tree: TreeConfig | None  # None: no tree beats plain decoding on this machine
@@ -85,6 +100,14 @@ def choose_tree(taus: dict[TreeConfig, float], cycle_ms: dict[TreeConfig, float]
     if not rows or rows[0][3] <= 1.0:
         return Choice(None, 1.0, rows, step_ms)
     return Choice(TreeConfig.parse(rows[0][0]), rows[0][3], rows, step_ms)
+
+
+def load_shapes(draft_dir: str | os.PathLike) -> dict[str, tuple[float, float]]:
+    """{tree name: (mean tokens verified, mean depth)} of the recorded trees that have them (see load_acceptance)."""
+    load_acceptance(draft_dir)  # the same checks and errors
+    trees = json.loads((Path(draft_dir) / ACCEPTANCE_FILE).read_text())["trees"]
+    return {name: (float(e["mean_tokens"]), float(e["mean_depth"])) for name, e in trees.items()
+            if "mean_tokens" in e and "mean_depth" in e}
 
 
 def load_acceptance(draft_dir: str | os.PathLike) -> dict[str, list[float]]:
@@ -143,6 +166,7 @@ def auto_tree(model, acceptance: str | os.PathLike | dict[str, list[float]] | No
                                   "folder with acceptance.json, or {tree name: rates})")
     source = acceptance if isinstance(acceptance, dict) else str(Path(acceptance).resolve())
     taus = candidates(acceptance if isinstance(acceptance, dict) else load_acceptance(acceptance))
+    shapes = {} if isinstance(acceptance, dict) else load_shapes(acceptance)
     if not taus:
         raise CheckpointError(f"the acceptance record of {source} names no tree")
     names = sorted(tree_name(t) for t in taus)
@@ -153,7 +177,7 @@ def auto_tree(model, acceptance: str | os.PathLike | dict[str, list[float]] | No
     vocab = None if model.draft_vocab is None else int(model.draft_vocab.numel())
     identity = [machine_key(model.device), getattr(target.config, "_name_or_path", ""),
                 str(target.get_input_embeddings().weight.dtype), packed, source, str(draft.fc.weight.dtype), vocab,
-                context, names]
+                context, names, sorted(shapes.items())]
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     cached = cache_root(cache_dir) / "auto_tree" / f"{key}.json"
     timing = None
@@ -172,15 +196,13 @@ def auto_tree(model, acceptance: str | os.PathLike | dict[str, list[float]] | No
 
         if verbose:
             print(f"auto tree: timing {len(taus)} candidate trees on this machine ...", file=sys.stderr)
-        def full(t: TreeConfig) -> TreeConfig:  # a bounded tree is timed at its full size
-            return TreeConfig(t.total_tokens, t.depth, t.top_k)
-
+        timed = {t: timing_tree(t, shapes) for t in taus}
         vocabs = {vocab: model.draft_vocab} if vocab is not None else None
-        result = measure(model, sorted({full(t) for t in taus}, key=tree_name), context, repeats, vocabs=vocabs)
+        result = measure(model, sorted(set(timed.values()), key=tree_name), context, repeats, vocabs=vocabs)
         suffix = f" V={vocab}" if vocab is not None else ""
         by_name = {r["tree"]: r["cycle_ms"] for r in result["trees"]}
         step = result["milliseconds"]["vanilla step"]
-        cycle = {t: by_name[tree_name(full(t)) + suffix] for t in taus}
+        cycle = {t: by_name[tree_name(timed[t]) + suffix] for t in taus}
         atomic_write_text(cached, json.dumps({"step_ms": step, "cycle_ms": {tree_name(t): ms for t, ms in cycle.items()},
                                               "key": identity}, indent=2, default=str) + "\n")
     return choose_tree(taus, cycle, step)

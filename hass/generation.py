@@ -34,11 +34,23 @@ class GenerationOutput:
     sequences: torch.Tensor  # (1, prompt_len + new_tokens)
     new_tokens: int
     accept_lengths: list[int] = field(default_factory=list)  # tokens per target forward after the prefill
+    tree_sizes: list[int] = field(default_factory=list)  # tokens each of those forwards verified (root included)
+    tree_depths: list[int] = field(default_factory=list)  # and its deepest node's depth (0: plain decoding)
 
     @property
     def target_forwards(self) -> int:
         """Target forward passes, the prefill included."""
         return 1 + len(self.accept_lengths)
+
+
+class Chunk(list):
+    """The token ids one target forward added (what ``stream`` yields), with the tree it verified:
+    ``tree_size`` tokens (the root included; the prompt's length for the prefill) whose deepest node sat at
+    ``tree_depth`` (0 for the prefill and for plain decoding). A confidence-bounded tree varies in both."""
+
+    def __init__(self, ids, tree_size: int, tree_depth: int):
+        super().__init__(ids)
+        self.tree_size, self.tree_depth = tree_size, tree_depth
 
 
 class HassModel(nn.Module):
@@ -174,8 +186,8 @@ class HassModel(nn.Module):
     def generate(self, input_ids: torch.Tensor, **kwargs) -> GenerationOutput:
         """Generate until an eos token, ``max_new_tokens``, or the end of the model's context.
 
-        Arguments as in ``stream``. Returns the sequences, the number of new tokens and the accept length of
-        every target forward after the prefill.
+        Arguments as in ``stream``. Returns the sequences, the number of new tokens, and for every target forward
+        after the prefill the tokens it added (accept length), the tokens it verified and the tree's depth.
         """
         steps = self.stream(input_ids, **kwargs)  # validates everything before any work
         prompt = input_ids.reshape(1, -1).to(self.device, torch.long)
@@ -184,6 +196,8 @@ class HassModel(nn.Module):
         for i, ids in enumerate(steps):
             if i > 0:
                 out.accept_lengths.append(len(ids))
+                out.tree_sizes.append(ids.tree_size)
+                out.tree_depths.append(ids.tree_depth)
             out.new_tokens += len(ids)
             chunks.append(torch.tensor([ids], device=self.device))
         out.sequences = torch.cat(chunks, dim=1)
@@ -201,7 +215,8 @@ class HassModel(nn.Module):
         generator: torch.Generator | None = None,
         include_eos: bool = True,
     ) -> Iterator[list[int]]:
-        """Return an iterator over the newly accepted token ids of every target forward (the prefill's first).
+        """Return an iterator over the newly accepted token ids of every target forward (the prefill's first), each
+        a list (a ``Chunk``, which also says the size and depth of the tree that forward verified).
 
         input_ids: (1, T) or (T,) prompt. temperature 0 = greedy; top_p / top_k process the target's
         distribution as in transformers. tree: the draft tree shape (TreeConfig(60, 6, 10) by default; ignored
@@ -264,7 +279,7 @@ class HassModel(nn.Module):
         features, logits = hf.target_forward(target, prompt, positions, None, t_cache, n_prompt - 1)
         root = pick(logits[0, -1])
         produced = 1
-        yield [root]
+        yield Chunk([root], n_prompt, 0)
         if root in eos or produced >= max_new_tokens:
             return
         context = n_prompt  # tokens with target KV; the root is the next one
@@ -298,7 +313,7 @@ class HassModel(nn.Module):
             new = [tree.host_tokens[i] for i in path[1:]] + [bonus]
             emitted = _truncate(new, eos, max_new_tokens - produced)
             produced += len(emitted)
-            yield emitted
+            yield Chunk(emitted, tree.size, tree.host_depth)
             if len(emitted) < len(new) or emitted[-1] in eos or produced >= max_new_tokens:
                 return
             if draft is not None:

@@ -28,6 +28,14 @@ class Tree:
         return self.tokens.numel()
 
     @property
+    def host_depth(self) -> int:
+        """The deepest node's depth (0 for the root alone), from the host copy of the parents: no device read."""
+        depth = [0] * len(self.host_parents)
+        for n, parent in enumerate(self.host_parents[1:], start=1):
+            depth[n] = depth[parent] + 1
+        return max(depth)
+
+    @property
     def internal(self) -> list[int]:
         """Nodes with at least one child, ascending (from the host copy: no device read)."""
         return sorted(set(self.host_parents[1:]))

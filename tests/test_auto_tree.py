@@ -7,7 +7,8 @@ import torch
 
 from conftest import tiny_draft, tiny_target
 from hass import CheckpointError, TreeConfig
-from hass.auto_tree import candidates, choose_tree, expected_accept_length, load_acceptance, save_acceptance
+from hass.auto_tree import (candidates, choose_tree, expected_accept_length, load_acceptance, load_shapes,
+                            save_acceptance, timing_tree)
 
 
 def test_expected_accept_length_by_hand():
@@ -66,6 +67,11 @@ def test_record_from_answers_then_choose_on_this_machine(tmp_path, monkeypatch, 
     record_acceptance.main([str(answers), "--draft", str(tmp_path / "draft")])
     rates = load_acceptance(tmp_path / "draft")["6/3/2"]
     assert len(rates) == 3 and all(0 <= r <= 1 for r in rates)
+    turns = [json.loads(line)["turns"][0] for line in answers.read_text().splitlines()[1:]]
+    sizes = [s for t in turns for s in t["tree_sizes"]]  # every forward verified a tree of <= 6 tokens
+    assert len(sizes) == sum(len(t["accept_lengths"]) for t in turns) and all(2 <= s <= 6 for s in sizes)
+    tokens, depth = load_shapes(tmp_path / "draft")["6/3/2"]  # their means, recorded beside the rates
+    assert tokens == pytest.approx(sum(sizes) / len(sizes)) and 1 <= depth <= 3
     monkeypatch.setenv("HASS_CACHE", str(tmp_path / "cache"))
     args = ["--base", str(tmp_path / "target"), "--draft", str(tmp_path / "draft"), "--dtype", "fp32",
             "--draft-dtype", "fp32", "--context", "8", "--repeats", "1"]
@@ -132,6 +138,26 @@ def test_a_bounded_tree_is_timed_at_full_size(tmp_path, monkeypatch):
     choice = model.auto_tree({"6/3/2@0.1": [0.9, 0.8, 0.7]}, cache_dir=tmp_path)
     assert TreeConfig(6, 3, 2) in calls[0] and all(t.min_prob == 0 for t in calls[0])
     assert choice.tree == TreeConfig(6, 3, 2, min_prob=0.1)
+
+
+def test_a_bounded_tree_with_a_recorded_shape_is_timed_at_that_shape(tmp_path, monkeypatch):
+    from hass import HassModel, cycle_timing
+
+    bounded = TreeConfig(60, 6, 10, min_prob=0.02)
+    assert timing_tree(bounded, {"60/6/10@0.02": (14.6, 3.4)}) == TreeConfig(15, 3, 10)
+    assert timing_tree(bounded, {"60/6/10@0.02": (1.2, 0.3)}) == TreeConfig(2, 1, 10)  # never below root + 1
+    assert timing_tree(bounded, {}) == TreeConfig(60, 6, 10)  # no record of its shape: the most it can cost
+    assert timing_tree(TreeConfig(8, 4, 2), {"8/4/2": (5.0, 2.0)}) == TreeConfig(8, 4, 2)  # a fixed tree is fixed
+    assert timing_tree(TreeConfig(8, 4, 2, 0.1), {"8/4/2@0.1": (7.6, 4.0)}) == TreeConfig(8, 4, 2)
+
+    target = tiny_target("llama")
+    model = HassModel(target, tiny_draft(target))
+    save_acceptance(tmp_path / "d", TreeConfig(6, 3, 2, 0.1), [0.9, 0.8, 0.7],
+                    {"mean_tokens": 3.2, "mean_depth": 1.6})
+    calls = []
+    monkeypatch.setattr(cycle_timing, "measure", _fake_measure(12.0, 10.0, calls))
+    model.auto_tree(tmp_path / "d", cache_dir=tmp_path / "cache")
+    assert TreeConfig(3, 2, 2) in calls[0] and TreeConfig(6, 3, 2) not in calls[0]
 
 
 def test_automatic_tree_bad_input(tmp_path):

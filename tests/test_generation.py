@@ -43,6 +43,12 @@ def test_perfect_draft_accepts_full_depth(family):
         # every cycle but the last (cut by max_new_tokens) accepts depth drafts + the bonus token
         assert out.accept_lengths[:-1] == [tree.depth + 1] * (len(out.accept_lengths) - 1)
         assert out.accept_lengths[-1] == (60 - 1) - (tree.depth + 1) * (len(out.accept_lengths) - 1)
+        # every forward verified the whole tree, its deepest node at the tree's depth (the perfect draft's
+        # chain is the best path, so it is always kept)
+        assert out.tree_sizes == [tree.total_tokens] * len(out.accept_lengths)
+        assert out.tree_depths == [tree.depth] * len(out.accept_lengths)
+    plain = HassModel(target, None).generate(prompt, max_new_tokens=10, eos_token_id=[])
+    assert plain.tree_sizes == [1] * 9 and plain.tree_depths == [0] * 9  # one token, no tree
 
 
 def test_eos_midway_and_several_eos_ids(family):
