@@ -346,6 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("status", help="where each long run stands")
     c = sub.add_parser("curves", help="plot the held-out top-1 of runs or milestones; the rise over the last 20%%")
     c.add_argument("--runs", required=True, help=f"comma-separated run names (under {RUNS}) or folders")
+    c.add_argument("--labels", help="comma-separated names for the runs (default: their folder names)")
     c.add_argument("--out", required=True, help="PNG to write")
     c.add_argument("--json", help="also write the curves and rises here")
     args, rest = parser.parse_known_args(argv)
@@ -357,10 +358,14 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         elif args.command == "curves":
             curves = {}
-            for name in args.runs.split(","):
+            names = args.runs.split(",")
+            labels = args.labels.split(",") if args.labels else [None] * len(names)
+            if len(labels) != len(names):
+                raise LongRunError(f"{len(names)} runs but {len(labels)} labels")
+            for name, label in zip(names, labels):
                 folder = Path(name) if Path(name).is_dir() else RUNS / name
-                curves[folder.name] = held_out_curve(folder)
-                if not curves[folder.name]:
+                curves[label or folder.name] = held_out_curve(folder)
+                if not curves[label or folder.name]:
                     raise LongRunError(f"{folder} has no held-out evaluation yet")
             plot_held_out(curves, Path(args.out))
             report = {}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Ship the long-run drafts of issue 18 (docs/TRAINING_PLAN.md) in place of checkpoints/SmolLM2-135M-Instruct-HASS
+# and -EAGLE2: their weights, curves, acceptance by depth and model cards.
+#
+#   bash scripts/ship_drafts.sh            # weights + held-out curves, calibration (acceptance.json), cards
+#   bash scripts/ship_drafts.sh cards      # only rewrite the cards, e.g. with RESULTS=outputs/results/final_q80
+#
+# HASS_FROM (default checkpoints/milestones/hass_warm) and EAGLE_FROM (checkpoints/milestones/eagle2) are
+# shipped to HASS_DST / EAGLE_DST (default the two folders above; CAL_OUT: the calibration answers). Both are
+# train.long_run milestones; a run that has not reached its budget is refused (PARTIAL=1 ships it anyway, for a
+# check). Each shipped folder holds config.json, model.safetensors, token_counts.safetensors, train_config.json,
+# milestone.json (step, tokens seen, resolved config, data and target identity), log.jsonl (thinned, global steps)
+# and held_out.png / held_out.json (train.long_run curves); it replaces the old folder atomically.
+# Calibration: CAL_QUESTIONS (10) MT-bench questions, T = 0, 128 new tokens, fp32 target, draft dtype auto,
+# draft vocabulary 16,384, each draft on every tree of CAL_TREES (default "8/4/2 8/4/2@0.1 60/6/10 60/6/10@0.02
+# 20/4/4"), in one process; evaluation.record_acceptance writes each tree's rates and mean size beside the draft
+# (what tree="auto" and the demo choose from). Acceptance does not depend on the machine's load.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-.venv/bin/python}
+hass_from=${HASS_FROM:-checkpoints/milestones/hass_warm}
+eagle_from=${EAGLE_FROM:-checkpoints/milestones/eagle2}
+hass_dst=${HASS_DST:-checkpoints/SmolLM2-135M-Instruct-HASS}
+eagle_dst=${EAGLE_DST:-checkpoints/SmolLM2-135M-Instruct-EAGLE2}
+cal_trees=${CAL_TREES:-"8/4/2 8/4/2@0.1 60/6/10 60/6/10@0.02 20/4/4"}
+cal=${CAL_OUT:-outputs/results/calibration}
+
+ship_one() {  # SRC DST
+  local src=$1 dst=$2 tmp old
+  [[ -f $src/milestone.json ]] || { echo "error: $src has no milestone.json (bash scripts/train_long.sh milestone NAME)" >&2; exit 2; }
+  "$PYTHON" - "$src" "${PARTIAL:-0}" <<'PY'
+import json, sys
+m = json.load(open(f"{sys.argv[1]}/milestone.json"))
+if m["global_step"] < m["total_steps"] and sys.argv[2] != "1":
+    sys.exit(f"error: {sys.argv[1]} is at step {m['global_step']} of {m['total_steps']}: not finished (PARTIAL=1 ships it)")
+PY
+  tmp="$(dirname "$dst")/.$(basename "$dst").tmp"
+  old="$(dirname "$dst")/.$(basename "$dst").old"
+  rm -rf "$tmp" "$old"
+  mkdir -p "$tmp"
+  for f in config.json model.safetensors token_counts.safetensors train_config.json milestone.json log.jsonl; do
+    [[ -f $src/$f ]] && cp "$src/$f" "$tmp/$f"
+  done
+  "$PYTHON" -m train.long_run curves --runs "$tmp" --labels "$(basename "$dst")" --out "$tmp/held_out.png" \
+    --json "$tmp/held_out.json"
+  [[ -e $dst ]] && mv "$dst" "$old"
+  mv "$tmp" "$dst"
+  rm -rf "$old"
+  echo "shipped $src -> $dst"
+}
+
+calibrate() {
+  local target methods=() tree
+  target="$("$PYTHON" -c 'from hass.zoo import ensure_smollm2; print(ensure_smollm2())' | tail -n 1)"
+  for tree in $cal_trees; do
+    methods+=("hass[tree=$tree]" "hass[draft=$eagle_dst,tree=$tree]")
+  done
+  local joined
+  joined=$(IFS=,; echo "${methods[*]}")
+  mkdir -p "$cal"
+  rm -f "$cal/mt_bench.jsonl"  # the drafts changed: answer afresh
+  "$PYTHON" -m evaluation.run --base "$target" --draft "$hass_dst" --bench mt_bench --methods "$joined" \
+    --temperature 0 --questions "${CAL_QUESTIONS:-10}" --max-new-tokens 128 --dtype fp32 --draft-dtype auto \
+    --draft-vocab 16384 --warmup 1 --out "$cal/mt_bench.jsonl"
+  rm -f "$hass_dst/acceptance.json" "$eagle_dst/acceptance.json"
+  for tree in $cal_trees; do
+    "$PYTHON" -m evaluation.record_acceptance "$cal/mt_bench.jsonl" --method "hass[tree=$tree]" --draft "$hass_dst"
+    "$PYTHON" -m evaluation.record_acceptance "$cal/mt_bench.jsonl" --method "hass[draft=$eagle_dst,tree=$tree]" \
+      --draft "$eagle_dst"
+  done
+}
+
+cards() {
+  local results=()
+  [[ -n ${RESULTS:-} ]] && results=(--results "$RESULTS")
+  "$PYTHON" -m train.model_card --draft "$hass_dst" --other "$eagle_dst" "${results[@]}" \
+    --title "HASS draft (warm start: the EAGLE-2 draft's weights at step 12,528, then the last epoch with HCA n = 3 and HOD)" \
+    --reproduce "bash scripts/train_long.sh data && bash scripts/train_long.sh eagle2 && bash scripts/train_long.sh hass_warm" \
+    --reproduce "bash scripts/ship_drafts.sh" --reproduce "bash scripts/results_final.sh"
+  "$PYTHON" -m train.model_card --draft "$eagle_dst" --other "$hass_dst" "${results[@]}" \
+    --title "EAGLE-2 draft (n = 1, w = 0, the whole budget)" \
+    --reproduce "bash scripts/train_long.sh data && bash scripts/train_long.sh eagle2" \
+    --reproduce "bash scripts/ship_drafts.sh" --reproduce "bash scripts/results_final.sh"
+}
+
+case "${1:-all}" in
+  all)
+    ship_one "$hass_from" "$hass_dst"
+    ship_one "$eagle_from" "$eagle_dst"
+    calibrate
+    cards ;;
+  cards) cards ;;
+  *) echo "usage: $0 [all|cards]" >&2; exit 2 ;;
+esac
