@@ -139,14 +139,15 @@ def method_row(f: AnswerFile, method: str, question_ids: list) -> Row:
     totals = [_question_totals(f.answers[method][q]) for q in question_ids]
     new_tokens = sum(t[0] for t in totals)
     forwards = sum(t[2] for t in totals)
+    wall = sum(t[1] for t in totals)
     per_question_tau = [mean(t[3]) for t in totals if t[3]]
     return Row(
         bench=f.bench,
         method=method,
         questions=len(question_ids),
         new_tokens=new_tokens,
-        wall_time_s=sum(t[1] for t in totals),
-        tokens_per_s=sum(t[0] for t in totals) / wall if (wall := sum(t[1] for t in totals)) > 0 else 0.0,
+        wall_time_s=wall,
+        tokens_per_s=new_tokens / wall if wall > 0 else 0.0,
         speedup_vs_vanilla=None,
         speedup_vs_hf=None,
         tau_total=new_tokens / forwards if forwards else 0.0,

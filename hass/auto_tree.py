@@ -136,8 +136,8 @@ def save_acceptance(draft_dir: str | os.PathLike, tree: TreeConfig, rates: list[
 
 def machine_key(device: torch.device) -> dict:
     """What a timing depends on besides the model: the processor, its torch kernels and the thread count."""
-    key = {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "device": str(device)}
+    key = {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(device)}
     if device.type == "cuda":
         key["gpu"] = torch.cuda.get_device_name(device)
     return key
