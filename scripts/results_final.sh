@@ -15,7 +15,9 @@
 #     (evaluation.auto_tree), chosen once and kept in $OUT/demo_tree.txt so every part of the run uses the same
 #   PAPER_TREE=60/6/10
 # Methods: T = 0: vanilla, transformers' generate (hf), prompt lookup (pld), both drafts on the demo's tree and on
-# the paper tree. T = 1: vanilla, hf and both drafts on the demo's tree (PAPER_AT_T1=1 adds the paper tree).
+# the paper tree. T = 1: vanilla and both drafts on the demo's tree (PAPER_AT_T1=1 adds the paper tree).
+# Cost on 2 AVX2 cores, 80 questions: ~40 minutes of answers per method and temperature for vanilla, hf and pld,
+# less for the drafts (their speedup): ~5-6 hours in all, so over sessions (it resumes).
 # Then, per temperature: evaluation.report (tau, speedup as the ratio of total times with the per-question spread,
 # acceptance by depth), evaluation.compare (the paired HASS / EAGLE-2 tau ratio with its 95% interval, per
 # benchmark and tree) and evaluation.matrix (one table and plot of every cell).
@@ -56,7 +58,7 @@ common=(--base "$target" --draft "$hass_draft" --max-new-tokens "${MAX_NEW_TOKEN
         --draft-dtype "$draft_dtype" --draft-vocab "$vocab" --total-tokens "$total" --depth "$depth" --top-k "$top_k"
         --warmup 1 --questions "$q")
 for temp in $temperatures; do
-  methods="vanilla,hf,hass,hass[draft=$eagle_draft]"
+  methods="vanilla,hass,hass[draft=$eagle_draft]"
   if [[ $temp == 0 ]]; then
     methods="vanilla,hf,pld,hass,hass[draft=$eagle_draft],hass[tree=$paper],hass[draft=$eagle_draft,tree=$paper]"
   elif [[ ${PAPER_AT_T1:-0} == 1 ]]; then
