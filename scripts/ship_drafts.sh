@@ -11,7 +11,9 @@
 # check). Each shipped folder holds config.json, model.safetensors, token_counts.safetensors, train_config.json,
 # milestone.json (step, tokens seen, resolved config, data and target identity), log.jsonl (thinned, global steps)
 # and held_out.png / held_out.json (train.long_run curves); it replaces the old folder atomically.
-# Calibration: CAL_QUESTIONS (10) MT-bench questions, T = 0, 128 new tokens, fp32 target, draft dtype auto,
+# Calibration: CAL_QUESTIONS (10) questions from the held-out training dialogues (CAL_HELD_OUT, default
+# data/long/held_out.jsonl, train.held_out_questions: prompts no test set holds; MT-bench's first questions where
+# the checkout has no long-run data), T = 0, 128 new tokens, fp32 target, draft dtype auto,
 # draft vocabulary 16,384, each draft on every tree of CAL_TREES (default "8/4/2 8/4/2@0.1 60/6/10 60/6/10@0.02
 # 20/4/4"), in one process; evaluation.record_acceptance writes each tree's rates and mean size beside the draft
 # (what tree="auto" and the demo choose from). Acceptance does not depend on the machine's load.
@@ -58,14 +60,24 @@ calibrate() {
   local joined
   joined=$(IFS=,; echo "${methods[*]}")
   mkdir -p "$cal"
-  rm -f "$cal/mt_bench.jsonl"  # the drafts changed: answer afresh
-  "$PYTHON" -m evaluation.run --base "$target" --draft "$hass_dst" --bench mt_bench --methods "$joined" \
-    --temperature 0 --questions "${CAL_QUESTIONS:-10}" --max-new-tokens 128 --dtype fp32 --draft-dtype auto \
-    --draft-vocab 16384 --warmup 1 --out "$cal/mt_bench.jsonl"
+  # the held-out training dialogues (outside every test set) when this checkout has them, else MT-bench's first
+  local questions=() answers=$cal/mt_bench.jsonl held=${CAL_HELD_OUT:-data/long/held_out.jsonl}
+  if [[ -f $held ]]; then
+    "$PYTHON" -m train.held_out_questions --prepared "$held" --limit "${CAL_QUESTIONS:-10}" \
+      --out "$cal/held_out_questions.jsonl"
+    questions=(--question-file "$cal/held_out_questions.jsonl")
+    answers=$cal/held_out.jsonl
+  else
+    echo "note: no $held (bash scripts/train_long.sh data): calibrating on MT-bench's first questions" >&2
+  fi
+  rm -f "$answers"  # the drafts changed: answer afresh
+  "$PYTHON" -m evaluation.run --base "$target" --draft "$hass_dst" --bench mt_bench "${questions[@]}" \
+    --methods "$joined" --temperature 0 --questions "${CAL_QUESTIONS:-10}" --max-new-tokens 128 --dtype fp32 \
+    --draft-dtype auto --draft-vocab 16384 --warmup 1 --out "$answers"
   rm -f "$hass_dst/acceptance.json" "$eagle_dst/acceptance.json"
   for tree in $cal_trees; do
-    "$PYTHON" -m evaluation.record_acceptance "$cal/mt_bench.jsonl" --method "hass[tree=$tree]" --draft "$hass_dst"
-    "$PYTHON" -m evaluation.record_acceptance "$cal/mt_bench.jsonl" --method "hass[draft=$eagle_dst,tree=$tree]" \
+    "$PYTHON" -m evaluation.record_acceptance "$answers" --method "hass[tree=$tree]" --draft "$hass_dst"
+    "$PYTHON" -m evaluation.record_acceptance "$answers" --method "hass[draft=$eagle_dst,tree=$tree]" \
       --draft "$eagle_dst"
   done
 }

@@ -258,3 +258,48 @@ def test_real_smollm2_tokenizer_masks_exactly_the_answers():
         m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant"]
     prompt = encode_prompt(messages[:1], "chat", tokenizer)
     assert input_ids[:len(prompt)] == prompt
+
+
+def test_held_out_questions_round_trip(tmp_path):
+    """Held-out dialogues become MT-bench style questions that evaluation.run reads: their user turns, in the
+    held-out file's order, greetings skipped, a wrong source refused with the missing id named."""
+    from evaluation.benchmarks import load_questions
+    from train.held_out_questions import held_out_questions, main
+
+    dialogues = [
+        {"id": "a", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "Hello!"}]},
+        {"id": "b", "conversations": [{"from": "human", "value": "Explain speculative decoding in one line."},
+                                      {"from": "gpt", "value": "Draft, then verify."},
+                                      {"from": "human", "value": "And in two lines?"},
+                                      {"from": "gpt", "value": "Draft.\nVerify."},
+                                      {"from": "human", "value": "A third turn is dropped."},
+                                      {"from": "gpt", "value": "Yes."}]},
+        {"id": "c", "conversations": [{"from": "human", "value": "Write a haiku about a CPU core."},
+                                      {"from": "gpt", "value": "Two cores, hot."}]},
+        {"id": "d", "conversations": [{"from": "human", "value": "Never held out, so never asked."},
+                                      {"from": "gpt", "value": "Right."}]},
+    ]
+    source = tmp_path / "dialogues.jsonl"
+    source.write_text("".join(json.dumps(d) + "\n" for d in dialogues))
+    held = tmp_path / "held_out.jsonl"
+    sample = {"input_ids": [1, 2], "loss_mask": [0, 1]}
+    write_prepared(held, {"source": str(source)}, [dict(sample, id=i) for i in ("c", "a", "b")])
+
+    records = held_out_questions(held)
+    assert [r["question_id"] for r in records] == ["c", "b"]  # file order; "a" opens with a greeting
+    assert records[1]["turns"] == ["Explain speculative decoding in one line.", "And in two lines?"]
+    assert [r["question_id"] for r in held_out_questions(held, limit=1)] == ["c"]
+
+    out = tmp_path / "questions.jsonl"
+    main(["--prepared", str(held), "--out", str(out)])
+    questions, path = load_questions("mt_bench", False, str(out))
+    assert path == out and [q.question_id for q in questions] == ["c", "b"]
+    assert questions[1].turns == ("Explain speculative decoding in one line.", "And in two lines?")
+    assert all(q.category == "held_out" for q in questions)
+
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps(dialogues[3]) + "\n")
+    with pytest.raises(ValueError, match="3 held-out ids.*first: 'c'"):
+        held_out_questions(held, other)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        held_out_questions(held, tmp_path / "nowhere.jsonl")
