@@ -32,15 +32,40 @@ def read_evals(run: Path) -> list[tuple[str, list[dict]]]:
     return out
 
 
-def plot(runs: dict[str, Path], out: Path) -> list[str]:
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
+
+
+def accuracy_axes():
+    """(figure, axes) for held-out accuracy curves, off screen."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    return plt.subplots(figsize=(8, 4.5))
+
+
+def plot_accuracy_series(ax, label: str, series: dict[int, list[tuple[int, float]]], color: str) -> None:
+    """One run's held-out top-1 per aligning step {s: [(step, accuracy)]}: one colour per run, step 1 solid,
+    later aligning steps fainter and dashed."""
+    for s, points in sorted(series.items()):
+        ax.plot(*zip(*points), marker="o", color=color, alpha=1.0 if s == 1 else 0.6,
+                linestyle=("-", "--", "-.", ":")[min(s, 4) - 1], label=f"{label}, aligning step {s}")
+
+
+def save_accuracy_plot(fig, ax, out: Path, xlabel: str, ylabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, out, dpi=110, format="png")
+
+
+def plot(runs: dict[str, Path], out: Path) -> list[str]:
+    fig, ax = accuracy_axes()
     lines, boundaries = [], set()
-    for (label, run), color in zip(runs.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")):
+    for (label, run), color in zip(runs.items(), COLORS):
         offset, series = 0, {}
         for stage, records in read_evals(run):
             boundaries.add(offset)
@@ -55,18 +80,11 @@ def plot(runs: dict[str, Path], out: Path) -> list[str]:
                 lines.append(f"{label} {stage}: step {offset + last['step']}, held-out top-1 {accs}")
             steps = [r["step"] for r in records if r.get("split") == "train"]
             offset += max(steps, default=0)
-        for s, points in sorted(series.items()):
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="o", color=color, alpha=1.0 if s == 1 else 0.6,
-                    linestyle=("-", "--", "-.", ":")[min(s, 4) - 1], label=f"{label}, aligning step {s}")
+        plot_accuracy_series(ax, label, series, color)
     for x in sorted(boundaries)[1:]:
         ax.axvline(x, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("optimiser step (stages end to end; dotted: a stage starts)")
-    ax.set_ylabel("held-out draft top-1 accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, out, dpi=110, format="png")
+    save_accuracy_plot(fig, ax, out, "optimiser step (stages end to end; dotted: a stage starts)",
+                       "held-out draft top-1 accuracy")
     return lines
 
 

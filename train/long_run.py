@@ -293,26 +293,14 @@ def rise_over_tail(evals: list[dict], fraction: float = 0.2, key: str = "acc_s1"
 
 def plot_held_out(curves: dict[str, list[dict]], out: Path) -> None:
     """Held-out top-1 per aligning step against the global step, one colour per run."""
-    import matplotlib
+    from train.compare_runs import COLORS, accuracy_axes, plot_accuracy_series, save_accuracy_plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from hass.files import save_figure
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for (label, evals), color in zip(curves.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")):
-        for key in sorted({k for r in evals for k in r if k.startswith("acc_s")}):
-            points = [(r["step"], r[key]) for r in evals if key in r]
-            s = int(key[5:])
-            ax.plot(*zip(*points), marker="o", color=color, alpha=1.0 if s == 1 else 0.6,
-                    linestyle=("-", "--", "-.", ":")[min(s, 4) - 1], label=f"{label}, aligning step {s}")
-    ax.set_xlabel("optimiser step (batch 2)")
-    ax.set_ylabel("held-out draft top-1 (vs the target's argmax)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, out, dpi=110, format="png")
+    fig, ax = accuracy_axes()
+    for (label, evals), color in zip(curves.items(), COLORS):
+        series = {int(key[5:]): [(r["step"], r[key]) for r in evals if key in r]
+                  for key in {k for r in evals for k in r if k.startswith("acc_s")}}
+        plot_accuracy_series(ax, label, series, color)
+    save_accuracy_plot(fig, ax, out, "optimiser step (batch 2)", "held-out draft top-1 (vs the target's argmax)")
 
 
 def status(runs: Path = RUNS, milestones: Path = MILESTONES) -> list[str]:
