@@ -20,7 +20,8 @@
 # less for the drafts (their speedup): ~5-6 hours in all, so over sessions (it resumes).
 # Then, per temperature: evaluation.report (tau, speedup as the ratio of total times with the per-question spread,
 # acceptance by depth), evaluation.compare (the paired HASS / EAGLE-2 tau ratio with its 95% interval, per
-# benchmark and tree) and evaluation.matrix (one table and plot of every cell).
+# benchmark and tree), evaluation.matrix (one table and plot of every cell) and evaluation.headline (per
+# temperature, the README's table and plot: both drafts on the demo's tree, vanilla, generate, prompt lookup).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -79,3 +80,8 @@ for temp in $temperatures; do
   "$PYTHON" -m evaluation.report "${files[@]}" --out-dir "$out/T$temp/report"
 done
 "$PYTHON" -m evaluation.matrix "$out" --questions "$q" --out "$out/matrix.md" --plot "$out/matrix.png"
+for temp in $temperatures; do  # the README's headline: both drafts on the demo's tree against the baselines
+  "$PYTHON" -m evaluation.headline "$out" --temperature "$temp" --tree "$demo" --questions "$q" \
+    --label "$(basename "$hass_draft")=HASS" --label "$(basename "$eagle_draft")=EAGLE-2" \
+    --out "$out/headline_T$temp.md" --plot "$out/headline_T$temp.png"
+done

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 import hass
-from evaluation import benchmarks, matrix, merge, report, run
+from evaluation import benchmarks, headline, matrix, merge, report, run
 from hass.draft_vocab import save_token_counts
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # used where present, never required
@@ -337,6 +337,59 @@ def test_matrix_puts_every_setting_in_one_table(tmp_path, capsys):
     assert capsys.readouterr().out.startswith(written[:200])
     assert f"- {folder / 'gsm.jsonl'}: unknown machine, capability not recorded; " \
            f"resumed on Other CPU, capability not recorded, 1 thread" in written.splitlines()
+
+
+def test_headline_table_of_a_results_folder(tmp_path, capsys):
+    """The headline: the drafts on the demo's tree against the baselines, tau / speedup by totals with the
+    per-question spread, the paired ratio from compare/, other temperatures and trees left out."""
+    ids = [0, 1, 2, 3]
+    methods = {
+        ("vanilla", 1): [turn(4, 1.0, [1] * 3, ids=ids)], ("vanilla", 2): [turn(4, 1.0, [1] * 3, ids=ids)],
+        ("hass", 1): [turn(4, 0.5, [2, 2], ids=ids)], ("hass", 2): [turn(4, 0.25, [4], ids=ids)],  # 2x and 4x
+        ("hass[draft=x/EAGLE2]", 1): [turn(4, 1.0, [4], ids=ids)], ("hass[draft=x/EAGLE2]", 2): [turn(4, 1.0, [4])],
+        ("hass[tree=60/6/10]", 1): [turn(4, 2.0, [4])], ("hass[tree=60/6/10]", 2): [turn(4, 2.0, [4])],
+        ("hf", 1): [turn(4, 2.0, [1] * 3)], ("hf", 2): [turn(4, 2.0, [1] * 3)],
+        ("pld", 1): [turn(4, 1.0, [2, 2])], ("pld", 2): [turn(4, 1.0, [2, 2])],
+    }
+    tree = {"draft": "x/HASS", "total_tokens": 8, "depth": 4, "top_k": 2}
+    folder = tmp_path / "final"
+    (folder / "T0").mkdir(parents=True)
+    (folder / "T1").mkdir()
+    (folder / "compare").mkdir()
+    write_answers(folder / "T0" / "humaneval.jsonl", "humaneval", methods, **tree)
+    write_answers(folder / "T1" / "humaneval.jsonl", "humaneval", {("vanilla", 1): [turn(4, 1.0, [1] * 3)],
+                                                                   ("hass", 1): [turn(4, 9.0, [4])]},
+                  temperature=1.0, **tree)
+    (folder / "compare" / "T0_humaneval_t8_4_2.json").write_text(json.dumps(
+        {"a": "HASS=a.jsonl:hass", "b": "EAGLE2=a.jsonl:hass[draft=x/EAGLE2]", "ratio": 0.8,
+         "ratio_ci95": [0.7, 0.9]}))
+    with pytest.raises(SystemExit):  # two trees and no demo_tree.txt: which one?
+        headline.main([str(folder)])
+    assert "pick one with --tree" in capsys.readouterr().err
+    (folder / "demo_tree.txt").write_text("8/4/2\n")
+    out, png = tmp_path / "h.md", tmp_path / "h.png"
+    headline.main([str(folder), "--label", "HASS=HASS draft", "--questions", "2", "--out", str(out),
+                   "--plot", str(png)])
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("| | humaneval: tau / speedup")
+    body = lines[2:8]
+    assert body == ["| HASS draft | 1.60 / **2.67x** (2.20 - 3.80) |",  # 8 tokens / 5 forwards; 8 / 0.75 s vs 8 / 2 s
+                    "| EAGLE2 | 2.00 / **1.00x** (1.00 - 1.00) |",
+                    "| vanilla decoding | 1.00 / **1.00x** |",
+                    "| transformers generate | 1.00 / **0.50x** (0.50 - 0.50) |",
+                    "| prompt lookup | 1.33 / **1.00x** (1.00 - 1.00) |",
+                    "| paired tau ratio HASS / EAGLE2 (95% interval) | 0.800 (0.700 - 0.900) |"]
+    assert "drafts on the tree 8/4/2" in lines[9] and png.read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    headline.main([str(folder), "--tree", "60/6/10"])
+    printed = capsys.readouterr().out
+    assert "| HASS | 2.00 / **0.50x** (0.50 - 0.50) |" in printed  # no label: the draft folder's name
+    assert "EAGLE2 |" not in printed and "paired" not in printed  # no EAGLE-2 answers, no compare file on this tree
+    for bad in (["--tree", "5/4/1"], ["--temperature", "0.5"], ["--label", "HASS"]):
+        with pytest.raises(SystemExit):
+            headline.main([str(folder), *bad])
+    err = capsys.readouterr().err
+    assert "no draft ran with the tree 5/4/1" in err and "at temperature 0.5" in err and "DRAFT_FOLDER_NAME=LABEL" in err
 
 
 def test_matrix_refuses_one_setting_twice_and_empty_input(tmp_path):
