@@ -13,11 +13,14 @@
 #   BENCHES="mt_bench humaneval gsm8k"  TEMPERATURES="0 1"
 #   DEMO_TREE: the demo's tree; default: the automatic tree of the HASS draft on this machine
 #     (evaluation.auto_tree), chosen once and kept in $OUT/demo_tree.txt so every part of the run uses the same
-#   PAPER_TREE=60/6/10
-# Methods: T = 0: vanilla, transformers' generate (hf), prompt lookup (pld), both drafts on the demo's tree and on
-# the paper tree. T = 1: vanilla and both drafts on the demo's tree (PAPER_AT_T1=1 adds the paper tree).
-# Cost on 2 AVX2 cores, 80 questions: ~40 minutes of answers per method and temperature for vanilla, hf and pld,
-# less for the drafts (their speedup): ~5-6 hours in all, so over sessions (it resumes).
+#   PAPER_TREE=60/6/10  PAPER_BENCHES="mt_bench" (the benchmarks that also run the paper tree)
+# Methods: T = 0: vanilla, transformers' generate (hf), prompt lookup (pld), both drafts on the demo's tree, and on
+# PAPER_BENCHES both drafts on the paper tree (its tau goal is MT-bench's; at ~0.5x vanilla on this CPU its two
+# drafts cost as much as four demo-tree ones, so the other benchmarks skip it unless named).
+# T = 1: vanilla and both drafts on the demo's tree (PAPER_AT_T1=1 adds the paper tree on PAPER_BENCHES).
+# Cost on 2 AVX2 cores, 80 questions: 40-60 minutes of answers per method and temperature for vanilla, hf and pld
+# (MT-bench is half of it: two turns), less for the drafts (their speedup), twice as much for a paper-tree draft:
+# ~7 hours in all, so over sessions (it resumes).
 # Then, per temperature: evaluation.report (tau, speedup as the ratio of total times with the per-question spread,
 # acceptance by depth), evaluation.compare (the paired HASS / EAGLE-2 tau ratio with its 95% interval, per
 # benchmark and tree), evaluation.matrix (one table and plot of every cell) and evaluation.headline (per
@@ -58,15 +61,15 @@ IFS=/ read -r total depth top_k <<< "$demo"
 common=(--base "$target" --draft "$hass_draft" --max-new-tokens "${MAX_NEW_TOKENS:-128}" --dtype fp32
         --draft-dtype "$draft_dtype" --draft-vocab "$vocab" --total-tokens "$total" --depth "$depth" --top-k "$top_k"
         --warmup 1 --questions "$q")
+paper_benches=" ${PAPER_BENCHES:-mt_bench} "
 for temp in $temperatures; do
-  methods="vanilla,hass,hass[draft=$eagle_draft]"
-  if [[ $temp == 0 ]]; then
-    methods="vanilla,hf,pld,hass,hass[draft=$eagle_draft],hass[tree=$paper],hass[draft=$eagle_draft,tree=$paper]"
-  elif [[ ${PAPER_AT_T1:-0} == 1 ]]; then
-    methods="$methods,hass[tree=$paper],hass[draft=$eagle_draft,tree=$paper]"
-  fi
   files=()
   for bench in $benches; do
+    methods="vanilla,hass,hass[draft=$eagle_draft]"
+    if [[ $temp == 0 ]]; then methods="vanilla,hf,pld,hass,hass[draft=$eagle_draft]"; fi
+    if [[ $paper != "$demo" && $paper_benches == *" $bench "* && ( $temp == 0 || ${PAPER_AT_T1:-0} == 1 ) ]]; then
+      methods="$methods,hass[tree=$paper],hass[draft=$eagle_draft,tree=$paper]"
+    fi
     "$PYTHON" -m evaluation.run "${common[@]}" --bench "$bench" --methods "$methods" --temperature "$temp" \
       --out "$out/T$temp/$bench.jsonl"
     files+=("$out/T$temp/$bench.jsonl")
