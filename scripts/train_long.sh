@@ -3,7 +3,9 @@
 #
 #   bash scripts/train_long.sh data      # ShareGPT sample, held-out dialogues, offline features (resumable)
 #   bash scripts/train_long.sh eagle2    # the EAGLE-2 draft, the whole budget (resumable)
-#   bash scripts/train_long.sh hass_warm # HASS from EAGLE-2's weights at step 12,528, and its EAGLE-2 control
+#   bash scripts/train_long.sh eagle2_ext # EAGLE-2 past its budget, 2 more epochs (when it had not flattened)
+#   bash scripts/train_long.sh hass_warm [eagle2|eagle2_ext]  # HASS from that EAGLE-2 run's weights one epoch
+#                                        # before its budget, and its EAGLE-2 control (default: eagle2)
 #   bash scripts/train_long.sh milestone NAME   # copy NAME's newest weights to checkpoints/milestones/NAME
 #   bash scripts/train_long.sh status    # where each run stands
 #
@@ -61,7 +63,10 @@ PY
 threads=()
 [[ -n ${THREADS:-} ]] && threads=(--threads "$THREADS")
 long() { "$PYTHON" -m train.long_run "$@"; }
-warm_at=12528  # budget - 1 epoch (1,392 steps)
+epoch=1392  # steps of batch 2 per epoch of the 2,784 training dialogues
+budget=13920  # eagle2: 10 epochs
+ext_budget=16704  # eagle2_ext: 12 epochs, branched from eagle2's final weights with the 12-epoch schedule's tail
+warm_at=$((budget - epoch))
 
 case "${1:-}" in
   data) make_data ;;
@@ -74,14 +79,42 @@ case "${1:-}" in
     fi
     long train --name eagle2 --config configs/long_smollm2_eagle2.json "${threads[@]}"
     long milestone --name eagle2 ;;
-  hass_warm)
+  eagle2_ext)
+    # the stopping rule (docs/TRAINING_PLAN.md): EAGLE-2 continues past its budget when its held-out top-1 rose by
+    # 0.005 or more over the last 20% of training; the warm start then branches from this run instead
     make_data
-    from=checkpoints/milestones/eagle2_at_$warm_at
-    long train --name hass_warm --config configs/long_smollm2_hass_warm.json --start-from "$from" "${threads[@]}"
-    long train --name eagle2_cont --config configs/long_smollm2_eagle2.json --start-from "$from" "${threads[@]}"
+    ext_at=$((ext_budget - epoch))
+    "$PYTHON" - "$budget" <<'PY'
+import json, sys
+from pathlib import Path
+m = Path("checkpoints/milestones/eagle2/milestone.json")
+step = json.loads(m.read_text())["global_step"] if m.is_file() else None
+if step != int(sys.argv[1]):
+    sys.exit(f"error: eagle2_ext branches from the finished eagle2 run; checkpoints/milestones/eagle2 is at step "
+             f"{step} of {sys.argv[1]} (bash scripts/train_long.sh eagle2)")
+PY
+    ext=(--name eagle2_ext --config configs/long_smollm2_eagle2.json --max_steps "$ext_budget"
+         --start-from checkpoints/milestones/eagle2 "${threads[@]}")
+    if [[ ! -f checkpoints/milestones/eagle2_ext_at_$ext_at/milestone.json ]]; then
+      long train "${ext[@]}" --stop-at "$ext_at"
+      long milestone --name eagle2_ext --step "$ext_at" --out "checkpoints/milestones/eagle2_ext_at_$ext_at"
+    fi
+    long train "${ext[@]}"
+    long milestone --name eagle2_ext ;;
+  hass_warm)
+    case "${2:-eagle2}" in
+      eagle2) total=$budget; from=checkpoints/milestones/eagle2_at_$warm_at ;;
+      eagle2_ext) total=$ext_budget; from=checkpoints/milestones/eagle2_ext_at_$((ext_budget - epoch)) ;;
+      *) echo "hass_warm branches from eagle2 or eagle2_ext, not ${2}" >&2; exit 2 ;;
+    esac
+    make_data
+    long train --name hass_warm --config configs/long_smollm2_hass_warm.json --max_steps "$total" \
+      --start-from "$from" "${threads[@]}"
+    long train --name eagle2_cont --config configs/long_smollm2_eagle2.json --max_steps "$total" \
+      --start-from "$from" "${threads[@]}"
     long milestone --name hass_warm
     long milestone --name eagle2_cont ;;
   milestone) long milestone --name "${2:?which run}" ;;
   status) long status ;;
-  *) echo "usage: $0 data|eagle2|hass_warm|milestone NAME|status" >&2; exit 2 ;;
+  *) echo "usage: $0 data|eagle2|eagle2_ext|hass_warm [eagle2|eagle2_ext]|milestone NAME|status" >&2; exit 2 ;;
 esac
