@@ -5,7 +5,8 @@
 #   bash scripts/ship_drafts.sh            # weights + held-out curves, calibration (acceptance.json), cards
 #   bash scripts/ship_drafts.sh cards      # only rewrite the cards, e.g. with RESULTS=outputs/results/final_q80
 #
-# HASS_FROM (default checkpoints/milestones/hass_warm) and EAGLE_FROM (checkpoints/milestones/eagle2) are
+# HASS_FROM (default checkpoints/milestones/hass_warm) and EAGLE_FROM (checkpoints/milestones/eagle2_ext where the
+# EAGLE-2 run was extended past its budget, else checkpoints/milestones/eagle2) are
 # shipped to HASS_DST / EAGLE_DST (default the two folders above; CAL_OUT: the calibration answers). Both are
 # train.long_run milestones; a run that has not reached its budget is refused (PARTIAL=1 ships it anyway, for a
 # check). Each shipped folder holds config.json, model.safetensors, token_counts.safetensors, train_config.json,
@@ -21,7 +22,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 hass_from=${HASS_FROM:-checkpoints/milestones/hass_warm}
-eagle_from=${EAGLE_FROM:-checkpoints/milestones/eagle2}
+# the EAGLE-2 run past its budget where the stopping rule made one (train_long.sh eagle2_ext), else the budget run
+ext=""
+[[ -f checkpoints/milestones/eagle2_ext/milestone.json ]] && ext=1
+eagle_from=${EAGLE_FROM:-checkpoints/milestones/eagle2${ext:+_ext}}
+eagle_train="bash scripts/train_long.sh eagle2${ext:+ && bash scripts/train_long.sh eagle2_ext}"
 hass_dst=${HASS_DST:-checkpoints/SmolLM2-135M-Instruct-HASS}
 eagle_dst=${EAGLE_DST:-checkpoints/SmolLM2-135M-Instruct-EAGLE2}
 cal_trees=${CAL_TREES:-"8/4/2 8/4/2@0.1 60/6/10 60/6/10@0.02 20/4/4"}
@@ -86,12 +91,12 @@ cards() {
   local results=()
   [[ -n ${RESULTS:-} ]] && results=(--results "$RESULTS")
   "$PYTHON" -m train.model_card --draft "$hass_dst" --other "$eagle_dst" "${results[@]}" \
-    --title "HASS draft (warm start: the EAGLE-2 draft's weights at step 12,528, then the last epoch with HCA n = 3 and HOD)" \
-    --reproduce "bash scripts/train_long.sh data && bash scripts/train_long.sh eagle2 && bash scripts/train_long.sh hass_warm" \
+    --title "HASS draft (warm start: the EAGLE-2 draft's weights one epoch before its budget, then that last epoch with HCA n = 3 and HOD)" \
+    --reproduce "bash scripts/train_long.sh data && $eagle_train && bash scripts/train_long.sh hass_warm${ext:+ eagle2_ext}" \
     --reproduce "bash scripts/ship_drafts.sh" --reproduce "bash scripts/results_final.sh"
   "$PYTHON" -m train.model_card --draft "$eagle_dst" --other "$hass_dst" "${results[@]}" \
     --title "EAGLE-2 draft (n = 1, w = 0, the whole budget)" \
-    --reproduce "bash scripts/train_long.sh data && bash scripts/train_long.sh eagle2" \
+    --reproduce "bash scripts/train_long.sh data && $eagle_train" \
     --reproduce "bash scripts/ship_drafts.sh" --reproduce "bash scripts/results_final.sh"
 }
 
