@@ -3,9 +3,11 @@
 #
 #   bash scripts/train_long.sh data      # ShareGPT sample, held-out dialogues, offline features (resumable)
 #   bash scripts/train_long.sh eagle2    # the EAGLE-2 draft, the whole budget (resumable)
-#   bash scripts/train_long.sh eagle2_ext # EAGLE-2 past its budget, 2 more epochs (when it had not flattened)
-#   bash scripts/train_long.sh hass_warm [eagle2|eagle2_ext]  # HASS from that EAGLE-2 run's weights one epoch
-#                                        # before its budget, and its EAGLE-2 control (default: eagle2)
+#   bash scripts/train_long.sh eagle2_ext # EAGLE-2 past its budget, 2 more epochs, if it had not flattened (the
+#                                        # rule below; FORCE=1 extends anyway); else it says so and does nothing
+#   bash scripts/train_long.sh hass_warm [auto|eagle2|eagle2_ext]  # HASS from that EAGLE-2 run's weights one
+#                                        # epoch before its budget, and its EAGLE-2 control (auto: eagle2_ext where
+#                                        # it was made, else eagle2)
 #   bash scripts/train_long.sh milestone NAME   # copy NAME's newest weights to checkpoints/milestones/NAME
 #   bash scripts/train_long.sh status    # where each run stands
 #
@@ -16,6 +18,9 @@
 #   run). When the local state is gone (a fresh machine) and a milestone was committed under
 #   checkpoints/milestones/NAME, the run restarts from those weights at the step they were saved, with a short
 #   warm-up of the learning rate (fresh optimiser moments), on the batches not yet seen; the log says so.
+# - the stopping rule: a run whose held-out top-1 rose by 0.005 or more over the last 20% of its steps has not
+#   flattened; eagle2_ext then continues eagle2's final weights for 2 more epochs (to step 16,704, the tail of a
+#   12-epoch schedule), and the HASS warm start branches from it one epoch before its end.
 # THREADS (default: all cores) sets the torch threads of the training process. HASS_LONG_STORE (default
 # $HASS_CACHE/long) holds data/long and runs/long, which the checkout links to.
 set -euo pipefail
@@ -82,17 +87,29 @@ case "${1:-}" in
   eagle2_ext)
     # the stopping rule (docs/TRAINING_PLAN.md): EAGLE-2 continues past its budget when its held-out top-1 rose by
     # 0.005 or more over the last 20% of training; the warm start then branches from this run instead
-    make_data
     ext_at=$((ext_budget - epoch))
-    "$PYTHON" - "$budget" <<'PY'
+    rule=0
+    "$PYTHON" - "$budget" "${FORCE:-0}" <<'PY' || rule=$?
 import json, sys
 from pathlib import Path
-m = Path("checkpoints/milestones/eagle2/milestone.json")
-step = json.loads(m.read_text())["global_step"] if m.is_file() else None
+from train.long_run import held_out_curve, rise_over_tail
+m = Path("checkpoints/milestones/eagle2")
+step = json.loads((m / "milestone.json").read_text())["global_step"] if (m / "milestone.json").is_file() else None
 if step != int(sys.argv[1]):
-    sys.exit(f"error: eagle2_ext branches from the finished eagle2 run; checkpoints/milestones/eagle2 is at step "
-             f"{step} of {sys.argv[1]} (bash scripts/train_long.sh eagle2)")
+    print(f"error: eagle2_ext branches from the finished eagle2 run; checkpoints/milestones/eagle2 is at step "
+          f"{step} of {sys.argv[1]} (bash scripts/train_long.sh eagle2)", file=sys.stderr)
+    sys.exit(2)
+r = rise_over_tail(held_out_curve(m))
+print(f"eagle2: held-out top-1 rose {r['rise']:+.4f} over the last 20% (steps {r['from_step']}-{r['to_step']}: "
+      f"{r['from']:.4f} -> {r['to']:.4f}); the rule extends a run that rose by 0.005 or more")
+sys.exit(0 if r["rise"] >= 0.005 or sys.argv[2] == "1" else 3)
 PY
+    case $rule in
+      0) ;;
+      3) echo "eagle2 has flattened: no extension (FORCE=1 extends it anyway)"; exit 0 ;;
+      *) exit "$rule" ;;
+    esac
+    make_data
     ext=(--name eagle2_ext --config configs/long_smollm2_eagle2.json --max_steps "$ext_budget"
          --start-from checkpoints/milestones/eagle2 "${threads[@]}")
     if [[ ! -f checkpoints/milestones/eagle2_ext_at_$ext_at/milestone.json ]]; then
@@ -102,10 +119,15 @@ PY
     long train "${ext[@]}"
     long milestone --name eagle2_ext ;;
   hass_warm)
-    case "${2:-eagle2}" in
+    which=${2:-auto}
+    if [[ $which == auto ]]; then  # the extended run where one was made
+      which=eagle2; [[ -f checkpoints/milestones/eagle2_ext/milestone.json ]] && which=eagle2_ext
+      echo "hass_warm branches from $which"
+    fi
+    case "$which" in
       eagle2) total=$budget; from=checkpoints/milestones/eagle2_at_$warm_at ;;
       eagle2_ext) total=$ext_budget; from=checkpoints/milestones/eagle2_ext_at_$((ext_budget - epoch)) ;;
-      *) echo "hass_warm branches from eagle2 or eagle2_ext, not ${2}" >&2; exit 2 ;;
+      *) echo "hass_warm branches from eagle2 or eagle2_ext (or auto), not $which" >&2; exit 2 ;;
     esac
     make_data
     long train --name hass_warm --config configs/long_smollm2_hass_warm.json --max_steps "$total" \
@@ -116,5 +138,5 @@ PY
     long milestone --name eagle2_cont ;;
   milestone) long milestone --name "${2:?which run}" ;;
   status) long status ;;
-  *) echo "usage: $0 data|eagle2|eagle2_ext|hass_warm [eagle2|eagle2_ext]|milestone NAME|status" >&2; exit 2 ;;
+  *) echo "usage: $0 data|eagle2|eagle2_ext|hass_warm [auto|eagle2|eagle2_ext]|milestone NAME|status" >&2; exit 2 ;;
 esac
