@@ -13,6 +13,7 @@ setup(
     version="0.1.0",
     description="Lossless speculative decoding with HASS / EAGLE-2 draft models over Hugging Face causal LMs",
     packages=find_packages(include=["hass", "hass.*"]),
+    package_data={"hass": ["csrc/*.cpp"]},  # compiled on first use (hass.affine)
     python_requires=">=3.10",
     install_requires=requirements,
 )

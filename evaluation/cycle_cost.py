@@ -21,7 +21,6 @@ the CPU (hass.precision).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 
@@ -32,7 +31,7 @@ from hass import DraftModel, HassModel, TreeConfig
 from hass.cycle_timing import measure
 from hass.draft_vocab import draft_vocab_from
 from hass.files import atomic_write_text
-from hass.kernels import can_pack, pack_linears
+from hass.kernels import apply_cpu_kernels, can_pack, pack_linears, resolve_cpu_kernels
 from hass.precision import bf16_is_fast, resolve_dtype_name
 
 from .run import DTYPES
@@ -67,8 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--draft-vocab", default="", help="also time drafting with these draft vocabulary sizes: N,N,...")
     p.add_argument("--context", type=int, default=300, help="cached tokens before the cycle (a typical prompt)")
     p.add_argument("--cpu-kernels", default="default",
-                   help="default | onednn | default,onednn (the second also times a packed copy of the target and "
-                        "the draft, side by side; hass.kernels)")
+                   help="default | onednn | affine, or several comma-separated (e.g. onednn,affine: the later ones "
+                        "time another copy of the target and the draft with those kernels, side by side; "
+                        "hass.kernels)")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--out", default=None, help="write the result (and the settings) as JSON here")
     args = p.parse_args(argv)
@@ -97,21 +97,23 @@ def main(argv: list[str] | None = None) -> None:
         if min(sizes) < max(t.top_k for t in trees):
             p.error("--draft-vocab: a size is below a tree's top_k")
     kernels = [k.strip() for k in args.cpu_kernels.split(",")]
-    if any(k not in ("default", "onednn") for k in kernels) or len(set(kernels)) < len(kernels):
-        p.error(f"--cpu-kernels: expected default, onednn or both, got {args.cpu_kernels!r}")
+    if any(k not in ("default", "onednn", "affine") for k in kernels) or len(set(kernels)) < len(kernels):
+        p.error(f"--cpu-kernels: expected distinct names out of default, onednn, affine, got {args.cpu_kernels!r}")
+    try:
+        for k in kernels:
+            resolve_cpu_kernels(k, "cpu", DTYPES[args.dtype], flag="--cpu-kernels")
+    except ValueError as e:
+        p.error(str(e))
     model = HassModel.from_pretrained(args.base, args.draft, dtype=DTYPES[args.dtype],
                                       draft_dtype=DTYPES[draft_dtypes[0]], cpu_kernels=kernels[0])
     others = {name: DraftModel.from_pretrained(args.draft, dtype=DTYPES[name]) for name in draft_dtypes[1:]}
     other_targets = {}
     for k in kernels[1:]:  # the same weights, packed (or not) the other way, the draft as from_pretrained does it
-        if k == "onednn":
-            other, its_draft = copy.deepcopy(model.target), copy.deepcopy(model.draft)
-            pack_linears(other)
-            if can_pack(its_draft):
-                pack_linears(its_draft)
-        else:
-            other = AutoModelForCausalLM.from_pretrained(args.base, dtype=DTYPES[args.dtype]).eval()
-            its_draft = DraftModel.from_pretrained(args.draft, dtype=DTYPES[draft_dtypes[0]])
+        other = AutoModelForCausalLM.from_pretrained(args.base, dtype=DTYPES[args.dtype]).eval()
+        its_draft = DraftModel.from_pretrained(args.draft, dtype=DTYPES[draft_dtypes[0]])
+        apply_cpu_kernels(other, k)
+        if k != "default" and can_pack(its_draft):
+            pack_linears(its_draft)
         other_targets[f"kernels={k}"] = (other, its_draft)
     result = measure(model, trees, args.context, args.repeats, vocabs=vocabs, other_drafts=others,
                      other_targets=other_targets)

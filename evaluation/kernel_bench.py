@@ -11,6 +11,9 @@ their ratio and the largest logit difference from the default kernels.
 one graph shared by the layers, a graph break at the KV-cache write; weights not frozen, since inductor cannot
 lower the prepacked products as graph inputs), with the compile time of its first calls: the route issue 19
 names beside prepacking, measured rather than assumed.
+
+``--affine`` adds a copy on the affine-code products (hass.affine: the exact fp32 weights of a GGUF-derived target
+decoded from their 4- / 8-bit codes on the fly; oneDNN for layers without that form), fp32 only.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from hass import hf
-from hass.kernels import pack_linears
+from hass.kernels import pack_affine_linears, pack_linears, resolve_cpu_kernels
 
 from .run import DTYPES, machine
 
@@ -72,17 +75,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tokens", default="1,8,16,60")
     p.add_argument("--context", type=int, default=300)
     p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--compile", action="store_true", help="add torch.compile'd decoder layers as a third column")
+    p.add_argument("--compile", action="store_true", help="add torch.compile'd decoder layers as a column")
+    p.add_argument("--affine", action="store_true", help="add the affine-code products (fp32) as a column")
     args = p.parse_args(argv)
     counts = [int(x) for x in args.tokens.split(",")]
     unknown = [d for d in args.dtypes.split(",") if d not in DTYPES]
     if unknown:
         p.error(f"unknown dtype(s) {unknown}; choose from {', '.join(DTYPES)}")
-    labels = ["plain", "packed"] + (["compiled"] if args.compile else [])
+    if args.affine and args.dtypes != "fp32":
+        p.error("--affine multiplies fp32 weights: pass --dtypes fp32")
+    if args.affine:
+        try:
+            resolve_cpu_kernels("affine", "cpu", torch.float32, flag="--affine")
+        except ValueError as e:
+            p.error(str(e))
+    labels = ["plain", "packed"] + (["compiled"] if args.compile else []) + (["affine"] if args.affine else [])
     print(f"machine {json.dumps(machine('cpu'))}; context {args.context}, {args.repeats} repeats, medians")
     head = "| dtype | tokens | default (ms) | oneDNN packed (ms) | speedup | max logit difference |"
     if args.compile:
         head += " torch.compile (ms) | speedup | max logit difference |"
+    if args.affine:
+        head += " affine codes (ms) | speedup | max logit difference |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for name in args.dtypes.split(","):
@@ -91,6 +104,10 @@ def main(argv: list[str] | None = None) -> None:
         pack_linears(models["packed"])
         if args.compile:
             models["compiled"] = _compiled_copy(plain)
+        if args.affine:
+            models["affine"] = AutoModelForCausalLM.from_pretrained(args.base, dtype=DTYPES[name]).eval()
+            n_affine, n_onednn = pack_affine_linears(models["affine"])
+            print(f"(affine codes: {n_affine} layers, oneDNN: {n_onednn})", flush=True)
         caches = {label: _prepare(models[label], args.context) for label in labels}
         for n in counts:
             times = {label: [] for label in labels}

@@ -131,7 +131,7 @@ class EvalConfig:
     dtype: str = "bf16"
     draft_dtype: str | None = None  # None = dtype; the draft's precision never changes the output
     draft_vocab_size: int | None = None  # draft only the N most frequent tokens (hass.draft_vocab); None = all
-    cpu_kernels: str = "default"  # "onednn": the target's linear layers packed (hass.kernels); hf keeps the plain ones
+    cpu_kernels: str = "default"  # "onednn" / "affine": the target's linear layers packed (hass.kernels); hf: plain
     # (the CLI's "auto" is resolved before the config is made, so an answer file records what ran)
     device: str = "cpu"
     seed: int = 0
@@ -430,7 +430,7 @@ def generate_answers(cfg: EvalConfig, plan: Plan) -> int:
             if (v.draft, v.draft_dtype) not in drafts:
                 drafts[v.draft, v.draft_dtype] = DraftModel.from_pretrained(v.draft, dtype=DTYPES[v.draft_dtype],
                                                                             device=cfg.device)
-                if cfg.cpu_kernels == "onednn" and can_pack(drafts[v.draft, v.draft_dtype]):
+                if cfg.cpu_kernels != "default" and can_pack(drafts[v.draft, v.draft_dtype]):
                     pack_linears(drafts[v.draft, v.draft_dtype])  # as HassModel.from_pretrained packs its draft
             vocab = draft_vocab_from(v.draft, v.vocab, target.config.vocab_size) if v.vocab is not None else None
             variant = HassModel(target, drafts[v.draft, v.draft_dtype], tokenizer, vocab)

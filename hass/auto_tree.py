@@ -28,7 +28,7 @@ import torch
 from .config import TreeConfig
 from .errors import CheckpointError
 from .files import atomic_write_text
-from .kernels import PackedLinear
+from .kernels import kernel_names
 from .precision import cpu_name
 from .zoo import cache_root
 
@@ -172,8 +172,7 @@ def auto_tree(model, acceptance: str | os.PathLike | dict[str, list[float]] | No
     names = sorted(tree_name(t) for t in taus)
     target, draft = model.target, model.draft
     # which products the target and the draft run (hass.kernels): a change of kernels is a new timing
-    packed = [sorted({f"{m.kernel}/{m.min_rows}" for m in net.modules() if isinstance(m, PackedLinear)})
-              for net in (target, model.draft)]
+    packed = [kernel_names(net) for net in (target, model.draft)]
     vocab = None if model.draft_vocab is None else int(model.draft_vocab.numel())
     identity = [machine_key(model.device), getattr(target.config, "_name_or_path", ""),
                 str(target.get_input_embeddings().weight.dtype), packed, source, str(draft.fc.weight.dtype), vocab,

@@ -22,7 +22,8 @@ from .config import SamplingConfig, TreeConfig
 from .draft import DraftModel
 from .draft_vocab import check_draft_vocab, draft_vocab_from, trained_vocab_size
 from .errors import CheckpointError
-from .kernels import (PackedLinear, can_pack, can_pack_weight, pack_linears,
+from .affine import AffineLinear
+from .kernels import (PackedLinear, apply_cpu_kernels, can_pack, can_pack_weight, kernels_of, pack_linears,
                       resolve_cpu_kernels)
 from .precision import fast_draft_dtype
 from .tree import Tree, build_tree, select_tree
@@ -82,7 +83,7 @@ class HassModel(nn.Module):
         # costs nothing and an lm_head row or a draft step does.
         self.fewer_reads: bool | None = None
         self.draft_path: str | None = None  # the draft folder, when loaded from one (auto_tree reads its acceptance)
-        self.cpu_kernels = "onednn" if any(isinstance(m, PackedLinear) for m in target.modules()) else "default"
+        self.cpu_kernels = kernels_of(target)  # affine, onednn or default: what its linear layers run
 
     @classmethod
     def from_pretrained(
@@ -108,9 +109,13 @@ class HassModel(nn.Module):
         buffers where its keys are, and the draft runs on ``device``.
         ``cpu_kernels="onednn"`` packs the target's linear layers (and the draft's) for oneDNN (hass.kernels): on
         a CPU, tree forwards and prefills get 1.2-1.7x faster in fp32 (1.3-1.5x on a 2-core AVX2 CPU; slower in
-        bf16, which needs oneDNN's bf16 on the CPU), one-token steps ~1.1x there; inference only. The
-        default ``"auto"`` is "onednn" for an fp32 target on the CPU without a device map, else ``"default"``
-        (transformers' own modules); ``model.cpu_kernels`` says which ran.
+        bf16, which needs oneDNN's bf16 on the CPU), one-token steps ~1.1x there; inference only.
+        ``cpu_kernels="affine"`` multiplies the layers whose fp32 weights came from a 4- or 8-bit GGUF (the zoo's
+        targets) from their codes instead (hass.affine: the same fp32 weights, decoded on the fly, 4-6x fewer bytes
+        read; 2.6x faster one-token products for SmolLM2 on 2 AVX2 cores), the other layers on oneDNN. The
+        default ``"auto"`` is "affine" for an fp32 target on the CPU without a device map where its C++ product
+        builds (once per machine, about a minute), else "onednn" there, else ``"default"`` (transformers' own
+        modules); ``model.cpu_kernels`` says which ran (affine, onednn or default).
 
         ``dtype`` is the target's precision. In fp32 greedy output equals the target's own greedy decoding token
         for token (tested). In bf16 / fp16 a tree forward and a one-token forward round differently, so at a
@@ -153,17 +158,17 @@ class HassModel(nn.Module):
                                                       device_map=device_map, **hub, **target_kwargs)
         if device_map is None:
             target.to(device)
-        if cpu_kernels == "onednn":
-            pack_linears(target)  # raises where it does not apply (a GPU, fp16)
-            if draft is not None and can_pack(draft):  # the draft too, in its own dtype where oneDNN has it
-                pack_linears(draft)
+        apply_cpu_kernels(target, cpu_kernels)  # "onednn" raises where it does not apply (a GPU, fp16)
+        if cpu_kernels != "default" and draft is not None and can_pack(draft):
+            pack_linears(draft)  # the draft too, on oneDNN in its own dtype where oneDNN has it (trained weights
+            # have no affine form)
         try:
             tokenizer = AutoTokenizer.from_pretrained(base, **hub)
         except (OSError, ValueError):
             tokenizer = None  # a bare model folder: callers pass token ids
         model = cls(target, draft, tokenizer, draft_vocab)
         model.draft_path = str(draft_model_path) if draft_model_path else None  # where auto_tree reads acceptance
-        model.cpu_kernels = cpu_kernels
+        model.cpu_kernels = kernels_of(target)  # what runs: "affine" leaves layers without the form on oneDNN
         return model
 
     @property
@@ -447,11 +452,16 @@ def draft_projections(embed: nn.Module, lm_head: nn.Module, dtype: torch.dtype, 
     Same dtype and no ``vocab``: the target's own modules. Otherwise the embedding output is cast, and
     lm_head's weight (its ``vocab`` rows only, when given) is copied in ``dtype`` (56 MB for SmolLM2's full
     vocabulary in bf16), so drafting runs fully in ``dtype``; HassModel keeps that copy across calls. When the
-    target's lm_head is packed for oneDNN (``cpu_kernels="onednn"``), so is the copy, where oneDNN has ``dtype``.
+    target's lm_head is packed for oneDNN (``cpu_kernels="onednn"``), so is the copy, where oneDNN has ``dtype``;
+    when it runs on affine codes (``cpu_kernels="affine"``) and the draft is fp32, the copy takes the codes of its
+    rows (no fp32 copy of the weight is multiplied).
     """
     same = lm_head.weight.dtype == dtype
     if same and vocab is None:
         return embed, lm_head
+    if isinstance(lm_head, AffineLinear) and dtype == torch.float32:  # here: fp32 with a vocab
+        rows = vocab.to(lm_head.codes.device)
+        return embed, lm_head.rows(rows)
     weight = lm_head.weight if vocab is None else lm_head.weight[vocab]
     bias = getattr(lm_head, "bias", None)
     if bias is not None and vocab is not None:
@@ -459,7 +469,7 @@ def draft_projections(embed: nn.Module, lm_head: nn.Module, dtype: torch.dtype, 
     weight = weight.to(dtype)
     bias = bias.to(dtype) if bias is not None else None
     embed_fn = embed if same else (lambda ids: embed(ids).to(dtype))
-    if isinstance(lm_head, PackedLinear) and can_pack_weight(weight):  # the copy follows the target's kernels
+    if isinstance(lm_head, (PackedLinear, AffineLinear)) and can_pack_weight(weight):  # packed as the target
         linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=dtype)
         linear.weight = nn.Parameter(weight, requires_grad=False)
         if bias is not None:

@@ -28,10 +28,15 @@ from torch.utils.mkldnn import MkldnnLinear
 _ENABLED = [True]
 
 
+def kernels_enabled() -> bool:
+    """False inside :func:`plain_kernels`."""
+    return _ENABLED[-1]
+
+
 @contextmanager
 def plain_kernels() -> Iterator[None]:
-    """Inside this block every PackedLinear computes with the plain product: e.g. to time transformers' own
-    ``generate`` on a model whose layers are packed, with the kernels it would have had."""
+    """Inside this block every PackedLinear (and hass.affine.AffineLinear) computes with the plain product: e.g. to
+    time transformers' own ``generate`` on a model whose layers are packed, with the kernels it would have had."""
     _ENABLED.append(False)
     try:
         yield
@@ -149,25 +154,99 @@ def pack_linears(model: nn.Module, min_rows: int | None = None) -> int:
     return count
 
 
-CPU_KERNELS = ("auto", "default", "onednn")
+def pack_affine_linears(model: nn.Module, fallback: bool = True) -> tuple[int, int]:
+    """Replace every ``nn.Linear`` whose fp32 weight has an exact 4- or 8-bit affine form (a GGUF-derived target's,
+    hass.affine) by an :class:`~hass.affine.AffineLinear`, and, with ``fallback``, pack the others for oneDNN where
+    that applies. Returns (affine layers, oneDNN layers). Raises RuntimeError where the affine product cannot
+    run on this machine (hass.affine.build_error)."""
+    from . import affine
+
+    affine.load()
+    onednn = can_pack(model)
+    counts = [0, 0]
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is not nn.Linear:
+                continue
+            packed = affine.AffineLinear.from_linear(child)
+            if packed is not None:
+                setattr(module, name, packed)
+                counts[0] += 1
+            elif fallback and onednn and can_pack_weight(child.weight):
+                setattr(module, name, PackedLinear(child))
+                counts[1] += 1
+    return counts[0], counts[1]
+
+
+def apply_cpu_kernels(model: nn.Module, kernels: str) -> None:
+    """Put a resolved kernel choice (:func:`resolve_cpu_kernels`) on a model's linear layers: ``"onednn"`` packs
+    them all (raising where packing does not apply), ``"affine"`` packs those with an exact affine form and the
+    rest for oneDNN, ``"default"`` leaves them. For a draft (trained fp32 or bf16 weights), call it only where
+    :func:`can_pack` holds; under ``"affine"`` its layers end up on oneDNN."""
+    if kernels == "onednn":
+        pack_linears(model)
+    elif kernels == "affine":
+        pack_affine_linears(model)
+    elif kernels != "default":
+        raise ValueError(f"unresolved cpu_kernels {kernels!r}")
+
+
+def kernel_names(model: nn.Module) -> list[str]:
+    """The products a model's packed layers run, e.g. ``["affine4", "pointwise@8/1"]`` (empty: all plain)."""
+    from .affine import AffineLinear
+
+    names = set()
+    for m in model.modules():
+        if isinstance(m, PackedLinear):
+            names.add(f"{m.kernel}/{m.min_rows}")
+        elif isinstance(m, AffineLinear):
+            names.add(m.kernel)
+    return sorted(names)
+
+
+def kernels_of(model: nn.Module) -> str:
+    """Which ``cpu_kernels`` setting a model's layers show: affine, onednn or default."""
+    names = kernel_names(model)
+    if any(n.startswith("affine") for n in names):
+        return "affine"
+    return "onednn" if names else "default"
+
+
+CPU_KERNELS = ("auto", "default", "onednn", "affine")
 
 
 def resolve_cpu_kernels(name: str, device: str | torch.device, dtype: torch.dtype, device_map=None,
                         flag: str = "cpu_kernels") -> str:
     """Check a ``cpu_kernels`` setting against where the target runs and return what will run.
 
-    ``"auto"`` -> ``"onednn"`` for an fp32 target on the CPU (the packed products are exact fp32 and won on every
-    CPU measured: AVX512-BF16 and AVX2), else ``"default"``. bf16 stays on the default kernels under "auto" (packed
-    bf16 was slower on the AVX512-BF16 CPU measured), and so does a target placed by a ``device_map`` (offloaded
-    layers keep their own modules). An explicit ``"onednn"`` is refused, before any weights load, off the CPU, in a
-    dtype other than fp32 / bf16, or in bf16 where oneDNN has no bf16 on this CPU. ``flag`` names the setting in
-    the error (``"--cpu-kernels"`` for the command lines)."""
+    ``"auto"`` -> ``"affine"`` for an fp32 target on the CPU where the affine product builds (hass.affine: exact
+    fp32 products on the packed codes of a GGUF-derived target, oneDNN for the layers without that form; on the
+    2-core AVX2 EPYC SmolLM2's 210 decoder products took 18 instead of 46 ms a token), else ``"onednn"`` for an
+    fp32 target on the CPU (with one warning naming why the affine product could not build), else ``"default"``.
+    bf16 stays on the default kernels under "auto" (packed bf16 was slower on the AVX512-BF16 CPU measured), and
+    so does a target placed by a ``device_map`` (offloaded layers keep their own modules). An explicit
+    ``"onednn"`` is refused, before any weights load, off the CPU, in a dtype other than fp32 / bf16, or in bf16
+    where oneDNN has no bf16 on this CPU; an explicit ``"affine"`` off the CPU, in a dtype other than fp32, or where
+    its product cannot build here (the reason named). ``flag`` names the setting in the error (``"--cpu-kernels"``
+    for the command lines)."""
+    from . import affine
+
     if name not in CPU_KERNELS:
         raise ValueError(f"{flag} must be one of {', '.join(CPU_KERNELS)}, got {name!r}")
     on_cpu = torch.device(device).type == "cpu"
     if name == "auto":
         fast = on_cpu and device_map is None and dtype == torch.float32 and torch.backends.mkldnn.is_available()
-        return "onednn" if fast else "default"
+        if not fast:
+            return "default"
+        return "affine" if affine.available() else "onednn"
+    if name == "affine":
+        if not on_cpu or dtype != torch.float32 or device_map is not None:
+            raise ValueError(f"{flag} affine multiplies fp32 weights on the CPU (no device_map), not {dtype} on "
+                             f"{device}")
+        try:
+            affine.load()
+        except RuntimeError as exc:
+            raise ValueError(f"{flag} affine: {exc}; use {flag} onednn") from exc
     if name == "onednn":
         if not on_cpu or dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"{flag} onednn packs fp32 / bf16 weights on the CPU, not {dtype} on {device}")

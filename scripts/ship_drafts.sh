@@ -16,7 +16,8 @@
 # data/long/held_out.jsonl, train.held_out_questions: prompts no test set holds; MT-bench's first questions where
 # the checkout has no long-run data), T = 0, 128 new tokens, fp32 target, draft dtype auto,
 # draft vocabulary 16,384, each draft on every tree of CAL_TREES (default "8/4/2 8/4/2@0.1 60/6/10 60/6/10@0.02
-# 20/4/4"), in one process; evaluation.record_acceptance writes each tree's rates and mean size beside the draft
+# 20/4/4 5/4/1": the chain and its shallower versions 2/1/1 - 4/3/1 are the cheapest cycles where the target's
+# one-token step is fast, as on the affine kernels, outputs/results/cycle_cost_affine_avx2), in one process; evaluation.record_acceptance writes each tree's rates and mean size beside the draft
 # (what tree="auto" and the demo choose from). Acceptance does not depend on the machine's load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,7 @@ eagle_from=${EAGLE_FROM:-checkpoints/milestones/eagle2${ext:+_ext}}
 eagle_train="bash scripts/train_long.sh eagle2${ext:+ && bash scripts/train_long.sh eagle2_ext}"
 hass_dst=${HASS_DST:-checkpoints/SmolLM2-135M-Instruct-HASS}
 eagle_dst=${EAGLE_DST:-checkpoints/SmolLM2-135M-Instruct-EAGLE2}
-cal_trees=${CAL_TREES:-"8/4/2 8/4/2@0.1 60/6/10 60/6/10@0.02 20/4/4"}
+cal_trees=${CAL_TREES:-"8/4/2 8/4/2@0.1 60/6/10 60/6/10@0.02 20/4/4 5/4/1"}
 cal=${CAL_OUT:-outputs/results/calibration}
 
 ship_one() {  # SRC DST
