@@ -12,6 +12,10 @@ plain weight below. Both compute the same product in the same precision; only th
 between any two kernels, so greedy output stays the target's own (tests/test_kernels.py); vanilla decoding
 through HassModel uses the same kernels. bf16 packing needs oneDNN's bf16 on the CPU (AVX512-BW/VL/DQ or
 AVX-NE-CONVERT), which AVX2-only CPUs lack.
+
+For a target converted from a 4- or 8-bit GGUF, :func:`pack_affine_linears` goes further (hass.affine: the products
+run on the weights' codes, the same fp32 values decoded on the fly); ``cpu_kernels="auto"`` picks that where the
+C++ product builds, with oneDNN for the layers that have no such form.
 """
 from __future__ import annotations
 

@@ -11,9 +11,10 @@
 #   the draft's recorded acceptance by depth x this machine's cycle times); TOTAL_TOKENS / DEPTH / TOP_K set one
 #   (TREE=fixed alone: 8 / 4 / 2; the paper's is TOTAL_TOKENS=60 DEPTH=6 TOP_K=10). The draft proposes from the DRAFT_VOCAB=16384 most frequent answer tokens
 #   (hass.draft_vocab: drafting costs half, the output is unchanged); DRAFT_VOCAB=all drafts over all 49,152.
-#   CPU_KERNELS=auto (the default: onednn with DTYPE=fp32) packs the target's and the draft's linear layers for
-#   oneDNN (hass.kernels): an 8-token fp32 tree verification then costs 1.19 plain steps instead of 1.79 on 2
-#   AVX2 cores (outputs/results/cycle_cost_avx2_pointwise); vanilla uses the same kernels, hf its own.
+#   CPU_KERNELS=auto (the default: affine with DTYPE=fp32) multiplies the target's GGUF-derived layers from their
+#   4- / 8-bit codes (hass.affine: the same fp32 weights, 2x faster one-token steps on 2 AVX2 cores,
+#   outputs/results/cycle_cost_affine_avx2) and packs the rest, the draft's included, for oneDNN (hass.kernels);
+#   CPU_KERNELS=onednn packs them all for oneDNN. Vanilla uses the same kernels, hf its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
