@@ -89,6 +89,11 @@ def paired_ratios(folder: Path, temperature: float, tree: str, benches: list[str
     return out
 
 
+def row_label(name: str, labels: dict[str, str]) -> str:
+    """A row's name in the table and the plot: its --label, else the baseline's name, else the draft folder's."""
+    return labels.get(name, BASELINE_NAMES.get(name, name))
+
+
 def table(rows: dict[str, dict[str, Entry]], labels: dict[str, str], ratios: dict[str, dict],
           questions: int | None = None) -> str:
     benches = benchmarks_of(rows)
@@ -105,7 +110,7 @@ def table(rows: dict[str, dict[str, Entry]], labels: dict[str, str], ratios: dic
             spread = f" ({e.spread[0]:.2f} - {e.spread[2]:.2f})" if e.spread else ""
             count = f" [{e.questions} q]" if questions is not None and e.questions != questions else ""
             text.append(f"{e.tau:.2f} / **{speed}**{spread}{count}")
-        lines.append(f"| {labels.get(name, BASELINE_NAMES.get(name, name))} | " + " | ".join(text) + " |")
+        lines.append(f"| {row_label(name, labels)} | " + " | ".join(text) + " |")
     if ratios:
         first = next(iter(ratios.values()))
         a, b = (first[side].partition("=")[0] for side in ("a", "b"))  # "HASS=answers.jsonl:method"
@@ -142,7 +147,7 @@ def plot(rows: dict[str, dict[str, Entry]], labels: dict[str, str], path: str | 
             high.append(max(e.spread[2] - e.speedup, 0.0) if e.spread else 0.0)
             taus.append(f"tau {e.tau:.2f}")
         bars = ax.bar(xs, ys, width, yerr=[low, high], capsize=3,
-                      label=labels.get(name, BASELINE_NAMES.get(name, name)))
+                      label=row_label(name, labels))
         ax.bar_label(bars, taus, fontsize=7, label_type="center", rotation=90)
     ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--", label="vanilla decoding (1x)")
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(benches))], benches)
