@@ -111,8 +111,8 @@ class HassModel(nn.Module):
         a CPU, tree forwards and prefills get 1.2-1.7x faster in fp32 (1.3-1.5x on a 2-core AVX2 CPU; slower in
         bf16, which needs oneDNN's bf16 on the CPU), one-token steps ~1.1x there; inference only.
         ``cpu_kernels="affine"`` multiplies the layers whose fp32 weights came from a 4- or 8-bit GGUF (the zoo's
-        targets) from their codes instead (hass.affine: the same fp32 weights, decoded on the fly, 4-6x fewer bytes
-        read; 2.6x faster one-token products for SmolLM2 on 2 AVX2 cores), the other layers on oneDNN. The
+        targets) from their codes instead (hass.affine: the same fp32 weights, decoded on the fly, 3-5x fewer bytes
+        read; one-token forwards of SmolLM2 2x faster on 2 AVX2 cores), the other layers on oneDNN. The
         default ``"auto"`` is "affine" for an fp32 target on the CPU without a device map where its C++ product
         builds (once per machine, about a minute), else "onednn" there, else ``"default"`` (transformers' own
         modules); ``model.cpu_kernels`` says which ran (affine, onednn or default).

@@ -225,7 +225,7 @@ def resolve_cpu_kernels(name: str, device: str | torch.device, dtype: torch.dtyp
 
     ``"auto"`` -> ``"affine"`` for an fp32 target on the CPU where the affine product builds (hass.affine: exact
     fp32 products on the packed codes of a GGUF-derived target, oneDNN for the layers without that form; on the
-    2-core AVX2 EPYC SmolLM2's 210 decoder products took 18 instead of 46 ms a token), else ``"onednn"`` for an
+    2-core AVX2 EPYC SmolLM2's 210 decoder products took 15 instead of 46 ms a token), else ``"onednn"`` for an
     fp32 target on the CPU (with one warning naming why the affine product could not build), else ``"default"``.
     bf16 stays on the default kernels under "auto" (packed bf16 was slower on the AVX512-BF16 CPU measured), and
     so does a target placed by a ``device_map`` (offloaded layers keep their own modules). An explicit
