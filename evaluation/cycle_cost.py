@@ -31,7 +31,7 @@ from hass import DraftModel, HassModel, TreeConfig
 from hass.cycle_timing import measure
 from hass.draft_vocab import draft_vocab_from
 from hass.files import atomic_write_text
-from hass.kernels import apply_cpu_kernels, can_pack, pack_linears, resolve_cpu_kernels
+from hass.kernels import apply_cpu_kernels, pack_draft, resolve_cpu_kernels
 from hass.precision import bf16_is_fast, resolve_dtype_name
 
 from .run import DTYPES
@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         other = AutoModelForCausalLM.from_pretrained(args.base, dtype=DTYPES[args.dtype]).eval()
         its_draft = DraftModel.from_pretrained(args.draft, dtype=DTYPES[draft_dtypes[0]])
         apply_cpu_kernels(other, k)
-        if k != "default" and can_pack(its_draft):
-            pack_linears(its_draft)
+        pack_draft(its_draft, k)
         other_targets[f"kernels={k}"] = (other, its_draft)
     result = measure(model, trees, args.context, args.repeats, vocabs=vocabs, other_drafts=others,
                      other_targets=other_targets)

@@ -57,7 +57,7 @@ from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 import hass
 from hass import DraftModel, HassModel, TreeConfig
 from hass.draft_vocab import COUNTS_FILE, draft_vocab_from, trained_vocab_size
-from hass.kernels import CPU_KERNELS, can_pack, pack_linears, plain_kernels, resolve_cpu_kernels
+from hass.kernels import CPU_KERNELS, pack_draft, plain_kernels, resolve_cpu_kernels
 from hass.precision import DTYPE_NAMES, bf16_is_fast, cpu_name, resolve_dtype_name
 
 from .benchmarks import (
@@ -430,8 +430,7 @@ def generate_answers(cfg: EvalConfig, plan: Plan) -> int:
             if (v.draft, v.draft_dtype) not in drafts:
                 drafts[v.draft, v.draft_dtype] = DraftModel.from_pretrained(v.draft, dtype=DTYPES[v.draft_dtype],
                                                                             device=cfg.device)
-                if cfg.cpu_kernels != "default" and can_pack(drafts[v.draft, v.draft_dtype]):
-                    pack_linears(drafts[v.draft, v.draft_dtype])  # as HassModel.from_pretrained packs its draft
+                pack_draft(drafts[v.draft, v.draft_dtype], cfg.cpu_kernels)  # as HassModel.from_pretrained does
             vocab = draft_vocab_from(v.draft, v.vocab, target.config.vocab_size) if v.vocab is not None else None
             variant = HassModel(target, drafts[v.draft, v.draft_dtype], tokenizer, vocab)
             makers[m] = lambda variant=variant, tree=v.tree: hass_runner(variant, cfg, eos, tree)

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernels import kernels_enabled
+
 BLOCK = 32
 SOURCE = Path(__file__).with_name("csrc") / "affine.cpp"
 _STATE: dict = {}
@@ -220,8 +222,6 @@ class AffineLinear(nn.Module):
                                      self.offset[index].contiguous()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from .kernels import kernels_enabled
-
         if not kernels_enabled() or x.requires_grad or x.dtype != torch.float32 or x.device.type != "cpu":
             return F.linear(x, self.weight, self.bias)
         return torch.ops.hass_affine.linear(x, self.codes, self.scale, self.offset, self.bias)

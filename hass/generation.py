@@ -23,7 +23,7 @@ from .draft import DraftModel
 from .draft_vocab import check_draft_vocab, draft_vocab_from, trained_vocab_size
 from .errors import CheckpointError
 from .affine import AffineLinear
-from .kernels import (PackedLinear, apply_cpu_kernels, can_pack, can_pack_weight, kernels_of, pack_linears,
+from .kernels import (PackedLinear, apply_cpu_kernels, can_pack_weight, kernels_of, pack_draft,
                       resolve_cpu_kernels)
 from .precision import fast_draft_dtype
 from .tree import Tree, build_tree, select_tree
@@ -159,9 +159,7 @@ class HassModel(nn.Module):
         if device_map is None:
             target.to(device)
         apply_cpu_kernels(target, cpu_kernels)  # "onednn" raises where it does not apply (a GPU, fp16)
-        if cpu_kernels != "default" and draft is not None and can_pack(draft):
-            pack_linears(draft)  # the draft too, on oneDNN in its own dtype where oneDNN has it (trained weights
-            # have no affine form)
+        pack_draft(draft, cpu_kernels)
         try:
             tokenizer = AutoTokenizer.from_pretrained(base, **hub)
         except (OSError, ValueError):

@@ -195,6 +195,13 @@ def apply_cpu_kernels(model: nn.Module, kernels: str) -> None:
         raise ValueError(f"unresolved cpu_kernels {kernels!r}")
 
 
+def pack_draft(draft: nn.Module | None, kernels: str) -> None:
+    """A draft follows its target's resolved kernels: on oneDNN in its own dtype where oneDNN has it, under
+    ``"onednn"`` and ``"affine"`` alike (trained weights have no affine form); plain under ``"default"``."""
+    if kernels != "default" and draft is not None and can_pack(draft):
+        pack_linears(draft)
+
+
 def kernel_names(model: nn.Module) -> list[str]:
     """The products a model's packed layers run, e.g. ``["affine4", "pointwise@8/1"]`` (empty: all plain)."""
     from .affine import AffineLinear

@@ -616,7 +616,7 @@ def test_packed_kernels_give_the_same_answers_and_hf_keeps_its_own(models_dir, t
     monkeypatch.setattr(kernels.PackedLinear, "forward",
                         lambda self, x: seen.append(kernels._ENABLED[-1]) or real(self, x))
     packed_here = []  # the evaluation packs each draft it loads, as HassModel.from_pretrained does
-    monkeypatch.setattr(run, "pack_linears", lambda m, real=run.pack_linears: packed_here.append(m) or real(m))
+    monkeypatch.setattr(run, "pack_draft", lambda m, k, real=run.pack_draft: packed_here.append(m) or real(m, k))
     run.main(quick_args(models_dir, out, "--methods", "hass,vanilla,hf", "--cpu-kernels", "onednn"))
     assert [type(m).__name__ for m in packed_here] == ["DraftModel"]
     assert any(isinstance(m, kernels.PackedLinear) for m in packed_here[0].modules())

@@ -22,27 +22,32 @@ namespace {
 constexpr int64_t kBlock = 32;
 constexpr int64_t kTile = 3;  // output features decoded together into a thread's buffer (L1-resident)
 
-inline void store_block(const __m128i lo8, const __m128i hi8, __m256 s, __m256 o, float* out) {
-  // 16 + 16 codes as bytes -> 32 fp32 weights, fma(scale, code, offset) each
-  _mm256_storeu_ps(out, _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo8)), o));
-  _mm256_storeu_ps(out + 8, _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo8, 8))), o));
-  _mm256_storeu_ps(out + 16, _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi8)), o));
-  _mm256_storeu_ps(out + 24, _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi8, 8))), o));
+// A block of 32 codes -> 32 fp32 weights fma(scale, code, offset), in four registers of 8.
+template <int BITS>
+inline void decode_block(const uint8_t* codes, __m256 s, __m256 o, __m256 w[4]) {
+  __m128i lo8, hi8;
+  if constexpr (BITS == 4) {
+    const __m128i nibble = _mm_set1_epi8(0x0F);
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
+    const __m128i lo = _mm_and_si128(raw, nibble), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), nibble);
+    lo8 = _mm_unpacklo_epi8(lo, hi);
+    hi8 = _mm_unpackhi_epi8(lo, hi);
+  } else {
+    lo8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
+    hi8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + 16));
+  }
+  w[0] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo8)), o);
+  w[1] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo8, 8))), o);
+  w[2] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi8)), o);
+  w[3] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi8, 8))), o);
 }
 
 template <int BITS>
 void decode_row(const uint8_t* codes, const float* scale, const float* offset, int64_t K, float* out) {
-  const __m128i nibble = _mm_set1_epi8(0x0F);
   for (int64_t b = 0; b < K / kBlock; ++b) {
-    const __m256 s = _mm256_set1_ps(scale[b]), o = _mm256_set1_ps(offset[b]);
-    if constexpr (BITS == 4) {  // byte j holds codes 2j (low nibble) and 2j + 1 (high nibble)
-      const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b * 16));
-      const __m128i lo = _mm_and_si128(raw, nibble), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), nibble);
-      store_block(_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi), s, o, out + b * kBlock);
-    } else {
-      store_block(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b * 32)),
-                  _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + b * 32 + 16)), s, o, out + b * kBlock);
-    }
+    __m256 w[4];
+    decode_block<BITS>(codes + b * (kBlock * BITS / 8), _mm256_set1_ps(scale[b]), _mm256_set1_ps(offset[b]), w);
+    for (int g = 0; g < 4; ++g) _mm256_storeu_ps(out + b * kBlock + g * 8, w[g]);
   }
 }
 
@@ -90,25 +95,6 @@ inline void all_rows(const float* x, int64_t M, int64_t K, const float* w, float
 
 // For a few rows: decode each group of 8 weights into a register and multiply it with every row at once (no
 // buffer). Each output still sums over k in steps of 8 lanes, then hsum: the same order as micro().
-template <int BITS>
-inline void decode_block(const uint8_t* codes, __m256 s, __m256 o, __m256 w[4]) {
-  __m128i lo8, hi8;
-  if constexpr (BITS == 4) {
-    const __m128i nibble = _mm_set1_epi8(0x0F);
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
-    const __m128i lo = _mm_and_si128(raw, nibble), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), nibble);
-    lo8 = _mm_unpacklo_epi8(lo, hi);
-    hi8 = _mm_unpackhi_epi8(lo, hi);
-  } else {
-    lo8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
-    hi8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + 16));
-  }
-  w[0] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo8)), o);
-  w[1] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo8, 8))), o);
-  w[2] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi8)), o);
-  w[3] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi8, 8))), o);
-}
-
 template <int BITS, int MR, int NR>
 inline void fused(const float* x, int64_t K, const uint8_t* codes, const float* scale, const float* offset,
                   float* out, int64_t N, const float* bias) {
