@@ -13,7 +13,9 @@ lower the prepacked products as graph inputs), with the compile time of its firs
 names beside prepacking, measured rather than assumed.
 
 ``--affine`` adds a copy on the affine-code products (hass.affine: the exact fp32 weights of a GGUF-derived target
-decoded from their 4- / 8-bit codes on the fly; oneDNN for layers without that form), fp32 only.
+decoded from their 4- / 8-bit codes on the fly; oneDNN for layers without that form), fp32 only;
+``--affine-isa avx2,avx512`` gives it one column per instruction set (the same packed copy, switched with
+``hass.affine.isa`` between forwards), where the CPU has both.
 """
 from __future__ import annotations
 
@@ -68,6 +70,14 @@ def _forward(model, cache, context: int, n: int):
     return time.perf_counter() - start, logits
 
 
+def _use_isa(label: str) -> None:
+    """Before a forward of an ``affine@ISA`` column: the product on that instruction set."""
+    if label.startswith("affine@"):
+        from hass import affine
+
+        affine.isa(label.split("@")[1])
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m evaluation.kernel_bench", description=__doc__.splitlines()[0])
     p.add_argument("--base", required=True)
@@ -77,6 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--compile", action="store_true", help="add torch.compile'd decoder layers as a column")
     p.add_argument("--affine", action="store_true", help="add the affine-code products (fp32) as a column")
+    p.add_argument("--affine-isa", default="",
+                   help="with --affine: comma-separated instruction sets (avx2, avx512), one column each "
+                        "(default: the one hass.affine picks here)")
     args = p.parse_args(argv)
     counts = [int(x) for x in args.tokens.split(",")]
     unknown = [d for d in args.dtypes.split(",") if d not in DTYPES]
@@ -89,13 +102,28 @@ def main(argv: list[str] | None = None) -> None:
             resolve_cpu_kernels("affine", "cpu", torch.float32, flag="--affine")
         except ValueError as e:
             p.error(str(e))
-    labels = ["plain", "packed"] + (["compiled"] if args.compile else []) + (["affine"] if args.affine else [])
+    isas = [x for x in args.affine_isa.split(",") if x]
+    if isas and not args.affine:
+        p.error("--affine-isa needs --affine")
+    if args.affine:
+        from hass import affine
+
+        default_isa = affine.isa()
+        isas = isas or [default_isa]
+        for isa in isas:
+            try:
+                affine.isa(isa)
+            except RuntimeError as e:
+                p.error(f"--affine-isa {isa}: {e}")
+        affine.isa(default_isa)
+    affine_labels = [f"affine@{isa}" for isa in isas] if args.affine else []
+    labels = ["plain", "packed"] + (["compiled"] if args.compile else []) + affine_labels
     print(f"machine {json.dumps(machine('cpu'))}; context {args.context}, {args.repeats} repeats, medians")
     head = "| dtype | tokens | default (ms) | oneDNN packed (ms) | speedup | max logit difference |"
     if args.compile:
         head += " torch.compile (ms) | speedup | max logit difference |"
-    if args.affine:
-        head += " affine codes (ms) | speedup | max logit difference |"
+    for label in affine_labels:
+        head += f" affine codes, {label.split('@')[1]} (ms) | speedup | max logit difference |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for name in args.dtypes.split(","):
@@ -105,10 +133,14 @@ def main(argv: list[str] | None = None) -> None:
         if args.compile:
             models["compiled"] = _compiled_copy(plain)
         if args.affine:
-            models["affine"] = AutoModelForCausalLM.from_pretrained(args.base, dtype=DTYPES[name]).eval()
-            n_affine, n_onednn = pack_affine_linears(models["affine"])
+            packed = AutoModelForCausalLM.from_pretrained(args.base, dtype=DTYPES[name]).eval()
+            n_affine, n_onednn = pack_affine_linears(packed)
             print(f"(affine codes: {n_affine} layers, oneDNN: {n_onednn})", flush=True)
-        caches = {label: _prepare(models[label], args.context) for label in labels}
+            models.update({label: packed for label in affine_labels})  # one copy, one KV cache per column
+        caches = {}
+        for label in labels:
+            _use_isa(label)
+            caches[label] = _prepare(models[label], args.context)
         for n in counts:
             times = {label: [] for label in labels}
             logits = {}
@@ -117,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"(torch.compile, {name}, {n} tokens: first call {seconds:.1f} s)", flush=True)
             for _ in range(args.repeats):
                 for label in labels:
+                    _use_isa(label)
                     seconds, logits[label] = _forward(models[label], caches[label], args.context, n)
                     times[label].append(seconds)
             ms = {label: statistics.median(times[label]) * 1000 for label in labels}

@@ -10,7 +10,8 @@ multiplies with the packed form (the C++ product in ``csrc/affine.cpp``, built o
 compiler PyTorch's extension builder finds, cached): it decodes the very same fp32 weights on the fly and sums in
 fp32, so it is exact fp32 arithmetic like any other kernel (only the summation order is its own, and that order
 does not depend on how many rows a call has), while reading 0.75 or 1.25 bytes a weight instead of 4. A one-token
-step of a memory-bound CPU decode reads every weight once; this is where its time goes.
+step of a memory-bound CPU decode reads every weight once; this is where its time goes. The loops are built for
+AVX2 + FMA and for AVX-512; the latter runs where the CPU has it (:func:`isa`).
 
 This is not quantization: the model is the fp32 one, unchanged; a matrix without the structure (a trained draft,
 a model that was never quantized) is simply not packed.
@@ -171,6 +172,15 @@ def _pack_blocks(weight: torch.Tensor, bits: int):
         device = weight.device
         return (code.contiguous().to(device), scale.reshape(n, -1).contiguous().to(device),
                 low.reshape(n, -1).contiguous().to(device))
+
+
+def isa(want: str = "") -> str:
+    """The instruction set the product runs on in this process: "avx512" (16 lanes, where the CPU has AVX-512 F / BW /
+    DQ / VL) or "avx2" (8 lanes; also where ``HASS_AFFINE_ISA=avx2`` is set). ``isa("avx2")`` / ``isa("avx512")``
+    switches, for tests and benchmarks only: the lane count sets the summation order, so outputs that must agree bit
+    for bit (a tree forward and one-token forwards) must come from one setting."""
+    load()
+    return torch.ops.hass_affine.isa(want)
 
 
 def decode(codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,25 @@ def q8_0(n, k, seed=0):
     return (d * q).reshape(n, k)
 
 
+@pytest.fixture(params=["avx2", "avx512"])
+def isa(request):
+    """Each instruction set the product has, in turn (its lane count sets the summation order); on a CPU without
+    AVX-512, asking for it must fail with the reason instead."""
+    before = affine.isa()
+    try:
+        affine.isa(request.param)
+    except RuntimeError as exc:  # only AVX-512 can be missing, and then for that reason
+        assert request.param == "avx512" and "lacks AVX-512" in str(exc)
+    yield affine.isa()
+    affine.isa(before)
+
+
+def test_the_instruction_set_is_reported_and_a_bad_name_refused():
+    assert affine.isa() in ("avx2", "avx512")
+    with pytest.raises(RuntimeError, match="'avx2', 'avx512'"):
+        affine.isa("sse2")
+
+
 def test_packing_finds_the_exact_form_of_q4_1_and_q8_0_weights_and_nothing_else():
     w4, w8 = q4_1(40, 96), q8_0(24, 64)
     codes, scale, offset = pack_affine(w4, 4)
@@ -51,18 +70,20 @@ def test_packing_finds_the_exact_form_of_q4_1_and_q8_0_weights_and_nothing_else(
 
 
 @pytest.mark.parametrize("bits", [4, 8])
-@pytest.mark.parametrize("n,k", [(1, 32), (5, 96), (33, 64)])
-def test_the_product_equals_the_dense_one_and_a_row_never_depends_on_the_others(bits, n, k):
+@pytest.mark.parametrize("n,k", [(1, 32), (5, 96), (7, 64), (34, 64)])
+def test_the_product_equals_the_dense_one_and_a_row_never_depends_on_the_others(bits, n, k, isa):
     w = q4_1(n, k, seed=n) if bits == 4 else q8_0(n, k, seed=n)
     packed = pack_affine(w, bits)
     bias = torch.randn(n)
-    x = torch.randn(11, k)
+    x = torch.randn(13, k)
+    assert torch.equal(decode(*packed), w)
     for b in (None, bias):
         y = affine_linear(x, *packed, b)
         torch.testing.assert_close(y, F.linear(x, w, b), rtol=1e-5, atol=1e-5)
-        for rows in (slice(0, 1), slice(3, 4), slice(2, 9), slice(7, 11)):  # tile remainders 1, 3, 4 rows
+        for rows in (slice(0, 1), slice(3, 4), slice(2, 9), slice(7, 11), slice(0, 13), slice(1, 6), slice(4, 6)):
+            # tiles of 4 x 3 (AVX2) and 6 x 4 (AVX-512) with remainders of 1 to 5 rows
             assert torch.equal(affine_linear(x[rows], *packed, b), y[rows])
-    assert affine_linear(x.reshape(1, 11, k), *packed, None).shape == (1, 11, n)
+    assert affine_linear(x.reshape(1, 13, k), *packed, None).shape == (1, 13, n)
     assert affine_linear(x[:0], *packed, None).shape == (0, n)
 
 
@@ -104,7 +125,7 @@ def gguf_like(target):
     return target
 
 
-def test_speculative_greedy_on_affine_kernels_equals_plain_greedy(family):
+def test_speculative_greedy_on_affine_kernels_equals_plain_greedy(family, isa):
     target = gguf_like(tiny_target(family, seed=2))
     draft = tiny_draft(target)
     prompt = torch.randint(0, 128, (1, 9), generator=torch.Generator().manual_seed(4))
