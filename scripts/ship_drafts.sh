@@ -3,10 +3,12 @@
 # and -EAGLE2: their weights, curves, acceptance by depth and model cards.
 #
 #   bash scripts/ship_drafts.sh            # weights + held-out curves, calibration (acceptance.json), cards
+#   bash scripts/ship_drafts.sh calibrate  # only measure the shipped drafts' acceptance again (acceptance.json)
 #   bash scripts/ship_drafts.sh cards      # only rewrite the cards, e.g. with RESULTS=outputs/results/final_q80
 #
-# HASS_FROM (default checkpoints/milestones/hass_warm) and EAGLE_FROM (checkpoints/milestones/eagle2_ext where the
-# EAGLE-2 run was extended past its budget, else checkpoints/milestones/eagle2) are
+# HASS_FROM (default checkpoints/milestones/hass_warm) and EAGLE_FROM (default checkpoints/milestones/eagle2_cont,
+# HASS's EAGLE-2 control, where hass_warm made it; else eagle2_ext where the EAGLE-2 run was extended past its
+# budget, else checkpoints/milestones/eagle2) are
 # shipped to HASS_DST / EAGLE_DST (default the two folders above; CAL_OUT: the calibration answers). Both are
 # train.long_run milestones; a run that has not reached its budget is refused (PARTIAL=1 ships it anyway, for a
 # check). Each shipped folder holds config.json, model.safetensors, token_counts.safetensors, train_config.json,
@@ -23,10 +25,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 hass_from=${HASS_FROM:-checkpoints/milestones/hass_warm}
-# the EAGLE-2 run past its budget where the stopping rule made one (train_long.sh eagle2_ext), else the budget run
+# the EAGLE-2 run past its budget where the stopping rule made one (train_long.sh eagle2_ext), else the budget run;
+# its control run (eagle2_cont: the warm start's weights continued with n = 1, w = 0 on the HASS run's batches, fresh
+# optimiser as HASS's) where hass_warm made one, so the shipped pair differs only in the HASS objective
 ext=""
 [[ -f checkpoints/milestones/eagle2_ext/milestone.json ]] && ext=1
-eagle_from=${EAGLE_FROM:-checkpoints/milestones/eagle2${ext:+_ext}}
+eagle_default=checkpoints/milestones/eagle2${ext:+_ext}
+[[ -f checkpoints/milestones/eagle2_cont/milestone.json ]] && eagle_default=checkpoints/milestones/eagle2_cont
+eagle_from=${EAGLE_FROM:-$eagle_default}
 eagle_train="bash scripts/train_long.sh eagle2${ext:+ && bash scripts/train_long.sh eagle2_ext}"
 hass_dst=${HASS_DST:-checkpoints/SmolLM2-135M-Instruct-HASS}
 eagle_dst=${EAGLE_DST:-checkpoints/SmolLM2-135M-Instruct-EAGLE2}
@@ -95,9 +101,14 @@ cards() {
     --title "HASS draft (warm start: the EAGLE-2 draft's weights one epoch before its budget, then that last epoch with HCA n = 3 and HOD)" \
     --reproduce "bash scripts/train_long.sh data && $eagle_train && bash scripts/train_long.sh hass_warm${ext:+ eagle2_ext}" \
     --reproduce "bash scripts/ship_drafts.sh" --reproduce "bash scripts/results_final.sh"
+  local title="EAGLE-2 draft (n = 1, w = 0, the whole budget)" train=$eagle_train
+  if [[ $(basename "$eagle_from") == eagle2_cont ]]; then
+    title="EAGLE-2 draft (n = 1, w = 0 throughout; HASS's control: the same weights one epoch before the budget, continued on the same batches)"
+    train="$eagle_train && bash scripts/train_long.sh hass_warm${ext:+ eagle2_ext}"
+  fi
   "$PYTHON" -m train.model_card --draft "$eagle_dst" --other "$hass_dst" "${results[@]}" \
-    --title "EAGLE-2 draft (n = 1, w = 0, the whole budget)" \
-    --reproduce "bash scripts/train_long.sh data && $eagle_train" \
+    --title "$title" \
+    --reproduce "bash scripts/train_long.sh data && $train" \
     --reproduce "bash scripts/ship_drafts.sh" --reproduce "bash scripts/results_final.sh"
 }
 
@@ -107,6 +118,7 @@ case "${1:-all}" in
     ship_one "$eagle_from" "$eagle_dst"
     calibrate
     cards ;;
+  calibrate) calibrate ;;
   cards) cards ;;
-  *) echo "usage: $0 [all|cards]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|calibrate|cards]" >&2; exit 2 ;;
 esac

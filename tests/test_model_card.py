@@ -20,6 +20,9 @@ def shipped(folder, evals):
         {"name": "hass_warm", "global_step": 13920, "total_steps": 13920, "tokens_seen": 23_000_000,
          "config": config, "data_sha256": "ab" * 32, "target": {"name": "SmolLM2-135M-Instruct"}}))
     (folder / "log.jsonl").write_text("".join(json.dumps(dict(r, split="eval")) + "\n" for r in evals))
+    (folder / "train_config.json").write_text(json.dumps(
+        {"init_from": "checkpoints/milestones/eagle2_at_12528", "start_batch": 12528, "max_steps": 1392,
+         "lr": 4.06e-5, "warmup_fraction": 0.0359, "dtype": "bfloat16", "hca_steps": 3, "hod_weight": 1.0}))
     save_token_counts(folder, torch.tensor([5, 3, 1, 1]), "test")
     save_acceptance(folder, TreeConfig(8, 4, 2), [0.6, 0.5, 0.4, 0.3], {"answers": "a.jsonl", "forwards": 9,
                                                                       "mean_tokens": 8.0, "mean_depth": 4.0})
@@ -43,6 +46,9 @@ def test_the_card_holds_the_recipe_curve_vocabulary_acceptance_and_this_drafts_r
     text = card(tmp_path / "HASS", "HASS warm start", tmp_path / "res", tmp_path / "EAGLE2", ["bash x.sh"])
     assert "**23,000,000 training tokens**" in text and "hca_steps = 3, hod_weight = 1.0, hod_k = 10" in text
     assert "Started from: `checkpoints/milestones/eagle2_at_12528`" in text
+    assert ("Last segment: steps 12,528 - 13,920 from the weights of `checkpoints/milestones/eagle2_at_12528` (a "
+            "fresh optimiser), lr 4.06e-05 after a 50-step warm-up, decaying linearly to 0, dtype bfloat16, "
+            "hca_steps = 3, hod_weight = 1.0") in text
     assert "| 13,920 | 0.630 | 0.550 |" in text
     assert "rose +0.030 (0.600 -> 0.630)" in text  # no eval before 80% of the steps: from the first one
     assert "the 2 most frequent answer tokens" in text and "80.0% of them" in text  # (5 + 3) / 10

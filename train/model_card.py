@@ -123,6 +123,25 @@ def result_lines(folder: Path, results: Path | None, other: Path | None) -> list
     return out
 
 
+def segment_lines(folder: Path) -> list[str]:
+    """The last segment of a run that started from other weights (``train_config.json`` beside the draft, the
+    resolved config of the segment that wrote these weights): where it branched, its steps, learning rate and dtype,
+    which the run's recipe line (its whole schedule) does not show."""
+    path = folder / "train_config.json"
+    if not path.is_file():
+        return []
+    seg = json.loads(path.read_text())
+    if not seg.get("init_from"):
+        return []
+    first = int(seg.get("start_batch", 0))
+    last = first + int(seg.get("max_steps", 0))
+    warmup = round(float(seg.get("warmup_fraction", 0.0)) * int(seg.get("max_steps", 0)))
+    return [f"- Last segment: steps {first:,} - {last:,} from the weights of `{seg['init_from']}` (a fresh "
+            f"optimiser), lr {float(seg['lr']):.3g} after a {warmup}-step warm-up, decaying linearly to 0, "
+            f"dtype {seg.get('dtype', '?')}, hca_steps = {seg.get('hca_steps', '?')}, "
+            f"hod_weight = {seg.get('hod_weight', '?')}; the steps before it are that run's."]
+
+
 def card(folder: Path, title: str, results: Path | None = None, other: Path | None = None,
          reproduce: list[str] | None = None) -> str:
     milestone = json.loads((folder / MILESTONE).read_text())
@@ -145,6 +164,7 @@ def card(folder: Path, title: str, results: Path | None = None, other: Path | No
              ]
     if config.get("init_from") or milestone.get("start_from"):
         lines.append(f"- Started from: `{config.get('init_from') or milestone.get('start_from')}`.")
+    lines += segment_lines(folder)
     lines += ["", *vocabulary_lines(folder, config.get("draft_vocab_size")), "", "## Held-out top-1", ""]
     if evals:
         keys = sorted({k for r in evals for k in r if k.startswith("acc_s")})
