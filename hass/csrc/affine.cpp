@@ -6,8 +6,10 @@
 // multiplies the very same fp32 values as a dense product, reading 4-6x fewer bytes; only its summation order is
 // its own. That order is fixed per output: L lanes over k, then the lanes in a fixed order, however many rows the
 // call has and however they are tiled, so a row's result never depends on the other rows. Two builds of the same
-// loops live here: AVX2 + FMA (L = 8, every x86-64 CPU of the last decade) and AVX-512 (L = 16, chosen at run time
-// where the CPU has AVX-512 F / BW / DQ / VL); the lane count is fixed for a process (isa()), so is the order.
+// loops live here: AVX2 + FMA (L = 8, every x86-64 CPU of the last decade; the default) and AVX-512 (L = 16, where
+// the CPU has AVX-512 F / BW / DQ / VL and HASS_AFFINE_ISA=avx512 asks for it: on a 2-core EPYC with AVX-512 it made
+// a one-token SmolLM2 step 10% faster and an 8-token forward, a tree verification, 7% slower, so speculative
+// decoding is faster on AVX2); the lane count is fixed for a process (isa()), so is the order.
 //
 // Layout, per output feature n: codes uint8 [N, K/2] (4 bits: byte j holds the codes of k = 2j in its low
 // nibble and k = 2j + 1 in its high one) or [N, K] (8 bits: one byte each); scale and offset fp32 [N, K/32].
@@ -323,12 +325,12 @@ bool cpu_has_avx512() {
          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
 }
 
-// The lane count of this process: AVX-512 where the CPU has it, unless HASS_AFFINE_ISA=avx2 (or isa("avx2")).
+// The lane count of this process: AVX2, or AVX-512 where HASS_AFFINE_ISA=avx512 asks for it and the CPU has it
+// (or isa("avx512")).
 int& lanes() {
   static int value = [] {
     const char* want = std::getenv("HASS_AFFINE_ISA");
-    if (want && std::strcmp(want, "avx2") == 0) return 8;
-    return cpu_has_avx512() ? 16 : 8;
+    return want && std::strcmp(want, "avx512") == 0 && cpu_has_avx512() ? 16 : 8;
   }();
   return value;
 }
