@@ -179,8 +179,8 @@ def _pack_blocks(weight: torch.Tensor, bits: int):
 def isa(want: str = "") -> str:
     """The instruction set the product runs on in this process: "avx2" (8 lanes, the default) or "avx512" (16 lanes,
     where ``HASS_AFFINE_ISA=avx512`` is set and the CPU has AVX-512 F / BW / DQ / VL). ``isa("avx2")`` /
-    ``isa("avx512")`` switches, for tests and benchmarks only: the lane count sets the summation order, so outputs that must agree bit
-    for bit (a tree forward and one-token forwards) must come from one setting."""
+    ``isa("avx512")`` switches, for tests and benchmarks only: the lane count sets the summation order, so outputs
+    that must agree bit for bit (a tree forward and one-token forwards) must come from one setting."""
     load()
     return torch.ops.hass_affine.isa(want)
 
