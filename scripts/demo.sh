@@ -41,11 +41,14 @@ if [[ "${TREE:-auto}" == auto && -z "${TOTAL_TOKENS:-}" ]]; then
   if [[ "$chosen" == "tree none" ]]; then
     echo "no tree beats plain decoding on this machine with this draft; showing the 8 / 4 / 2 tree" >&2
   else
-    IFS=/ read -r t d k <<< "${chosen#tree }"
+    chosen=${chosen#tree }
+    IFS=/ read -r t d k <<< "${chosen%@*}"
     tree=(--total-tokens "$t" --depth "$d" --top-k "$k")
+    # a confidence-bounded tree (T/D/K@P) runs as a variant of the method, which carries the bound
+    [[ $chosen == *@* ]] && hass_method="hass[tree=$chosen]"
   fi
 fi
-METHODS=${METHODS:-hass,vanilla,hf} TEMPERATURES=0 OUT="$out" PYTHON=python \
+METHODS=${METHODS:-${hass_method:-hass},vanilla,hf} TEMPERATURES=0 OUT="$out" PYTHON=python \
   bash scripts/eval.sh SmolLM2-135M-Instruct "$draft" "$benches" \
   --questions "${QUESTIONS:-3}" --max-new-tokens "${MAX_NEW_TOKENS:-128}" --dtype "${DTYPE:-fp32}" --draft-dtype "${DRAFT_DTYPE:-auto}" --warmup 1 \
   "${tree[@]}" "${vocab[@]}" --cpu-kernels "$kernels"

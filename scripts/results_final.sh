@@ -53,10 +53,14 @@ if [[ -z $demo ]]; then
   demo=${chosen#tree }
   [[ $demo == none ]] && { echo "the automatic tree is plain decoding here; set DEMO_TREE" >&2; exit 2; }
 fi
-[[ $demo =~ ^[0-9]+/[0-9]+/[0-9]+$ ]] || { echo "error: DEMO_TREE must be TOTAL/DEPTH/TOP_K, got $demo" >&2; exit 2; }
+[[ $demo =~ ^[0-9]+/[0-9]+/[0-9]+(@[0-9.]+)?$ ]] || {
+  echo "error: DEMO_TREE must be TOTAL/DEPTH/TOP_K[@MIN_PROB], got $demo" >&2; exit 2; }
 tmp=$(mktemp "$out/.demo_tree.XXXXXX") && echo "$demo" > "$tmp" && mv "$tmp" "$out/demo_tree.txt"
 echo "demo tree $demo, paper tree $paper, $q questions per set, output in $out"
-IFS=/ read -r total depth top_k <<< "$demo"
+IFS=/ read -r total depth top_k <<< "${demo%@*}"
+# the drafts on the demo's tree: plain hass methods, or variants carrying its confidence bound (T/D/K@P)
+hass_demo=hass eagle_demo="hass[draft=$eagle_draft]"
+if [[ $demo == *@* ]]; then hass_demo="hass[tree=$demo]" eagle_demo="hass[draft=$eagle_draft,tree=$demo]"; fi
 
 common=(--base "$target" --draft "$hass_draft" --max-new-tokens "${MAX_NEW_TOKENS:-128}" --dtype fp32
         --draft-dtype "$draft_dtype" --draft-vocab "$vocab" --total-tokens "$total" --depth "$depth" --top-k "$top_k"
@@ -65,8 +69,8 @@ paper_benches=" ${PAPER_BENCHES:-mt_bench} "
 for temp in $temperatures; do
   files=()
   for bench in $benches; do
-    methods="vanilla,hass,hass[draft=$eagle_draft]"
-    if [[ $temp == 0 ]]; then methods="vanilla,hf,pld,hass,hass[draft=$eagle_draft]"; fi
+    methods="vanilla,$hass_demo,$eagle_demo"
+    if [[ $temp == 0 ]]; then methods="vanilla,hf,pld,$hass_demo,$eagle_demo"; fi
     if [[ $paper != "$demo" && $paper_benches == *" $bench "* && ( $temp == 0 || ${PAPER_AT_T1:-0} == 1 ) ]]; then
       methods="$methods,hass[tree=$paper],hass[draft=$eagle_draft,tree=$paper]"
     fi
@@ -74,7 +78,7 @@ for temp in $temperatures; do
       --out "$out/T$temp/$bench.jsonl"
     files+=("$out/T$temp/$bench.jsonl")
     for tree in "$demo" "$paper"; do
-      if [[ $tree == "$demo" ]]; then h=hass; e="hass[draft=$eagle_draft]"; else h="hass[tree=$tree]"; e="hass[draft=$eagle_draft,tree=$tree]"; fi
+      if [[ $tree == "$demo" ]]; then h=$hass_demo; e=$eagle_demo; else h="hass[tree=$tree]"; e="hass[draft=$eagle_draft,tree=$tree]"; fi
       [[ $methods == *"$h"* ]] || continue
       "$PYTHON" -m evaluation.compare "HASS=$out/T$temp/$bench.jsonl:$h" "EAGLE2=$out/T$temp/$bench.jsonl:$e" \
         --out "$out/compare/T${temp}_${bench}_t${tree//\//_}.json"
