@@ -6,8 +6,8 @@
 #
 #   bash scripts/demo.sh   # QUESTIONS=3 MAX_NEW_TOKENS=128 DTYPE=fp32 DRAFT_DTYPE=auto DRAFT=checkpoints/SmolLM2-135M-Instruct-HASS
 #   The target runs in DTYPE (fp32: exact); the draft in DRAFT_DTYPE (auto: bf16 where the CPU has bf16 matrix
-#   units, AMX or AVX512-BF16, else fp32 on packed oneDNN kernels, which drafted the deeper trees in half the time
-#   of bf16 on an AVX2-only CPU; the draft only proposes, so the output is the same either way).
+#   units, AMX or AVX512-BF16, else fp32 on packed oneDNN kernels: on an AVX2-only CPU 2.4x faster than bf16 on
+#   60 / 6 / 10, 1.1-1.5x slower on the small trees; the draft only proposes, so the output is the same either way).
 #   TREE=auto (the default) picks the tree with the most expected tokens/s on this machine (evaluation.auto_tree:
 #   the draft's recorded acceptance by depth x this machine's cycle times); TOTAL_TOKENS / DEPTH / TOP_K set one
 #   (TREE=fixed alone: 8 / 4 / 2; the paper's is TOTAL_TOKENS=60 DEPTH=6 TOP_K=10). The draft proposes from the DRAFT_VOCAB=16384 most frequent answer tokens
