@@ -1,7 +1,7 @@
 """One table over many answer files: a row per (draft, tree, temperature), a column per benchmark.
 
-    python -m evaluation.matrix outputs/results/side_by_side_t8_d4_k2 outputs/results/side_by_side_t60_d6_k10 \\
-        --questions 80 --out outputs/results/matrix.md --plot outputs/results/matrix.png
+    python -m evaluation.matrix outputs/results/final_q80 \\
+        --questions 80 --out outputs/results/final_q80/matrix.md --plot outputs/results/final_q80/matrix.png
 
 Arguments are answer files or folders searched for ``*.jsonl`` answer files. Each cell is
 ``tau_total / speedup vs vanilla`` of one method in one file, computed exactly as ``evaluation.report`` does

@@ -1,7 +1,7 @@
 """Record a draft's acceptance by depth, from an answer file, beside the draft (for hass.auto_tree).
 
-    python -m evaluation.record_acceptance outputs/results/side_by_side_t8_d4_k2/T0/mt_bench.jsonl \
-        --method hass --draft checkpoints/SmolLM2-135M-Instruct-HASS
+    python -m evaluation.record_acceptance outputs/results/calibration/held_out.jsonl \
+        --method "hass[tree=8/4/2]" --draft checkpoints/SmolLM2-135M-Instruct-HASS
 
 The method's tree comes from the file (the run's tree, or the variant's ``tree=``); its rates
 P(accepted >= d | accepted >= d - 1) for d = 1 .. depth are pooled over every target forward after a prefill of
