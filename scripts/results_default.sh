@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The measurements behind README "Results" (issue 5), on this 2-core CPU: fp32 target (exact), bf16 draft
+# The sweep behind the first drafts' results (issue 5; the shipped drafts' are scripts/results_final.sh's, and the
+# answers of this sweep for the first drafts are in git history), on a 2-core CPU: fp32 target (exact), bf16 draft
 # (changes only the proposals), 128 new tokens per turn, QUESTIONS questions of each benchmark (default 3;
 # the full 80-question sets take hours here). Answers and reports land in outputs/results/; rerunning resumes.
 #   1. the cost of one cycle per tree on this machine (evaluation.cycle_cost): break-even tau of each tree
