@@ -95,14 +95,22 @@ calibrate() {
 }
 
 cards() {
-  local results=()
+  local results=() run branch ext eagle_train
   [[ -n ${RESULTS:-} ]] && results=(--results "$RESULTS")
+  # what was shipped, read from the shipped folders (a fresh clone has no local milestones to go by): the EAGLE-2
+  # run's name, and whether the HASS warm start branched from the extended run
+  run=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["name"])' "$eagle_dst/milestone.json")
+  branch=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("init_from") or "")' \
+    "$hass_dst/train_config.json")
+  ext=""
+  [[ $branch == *eagle2_ext* ]] && ext=1
+  eagle_train="bash scripts/train_long.sh eagle2${ext:+ && bash scripts/train_long.sh eagle2_ext}"
   "$PYTHON" -m train.model_card --draft "$hass_dst" --other "$eagle_dst" "${results[@]}" \
     --title "HASS draft (warm start: the EAGLE-2 draft's weights one epoch before its budget, then that last epoch with HCA n = 3 and HOD)" \
     --reproduce "bash scripts/train_long.sh data && $eagle_train && bash scripts/train_long.sh hass_warm${ext:+ eagle2_ext}" \
     --reproduce "bash scripts/ship_drafts.sh" --reproduce "bash scripts/results_final.sh"
   local title="EAGLE-2 draft (n = 1, w = 0, the whole budget)" train=$eagle_train
-  if [[ $(basename "$eagle_from") == eagle2_cont ]]; then
+  if [[ $run == eagle2_cont ]]; then
     title="EAGLE-2 draft (n = 1, w = 0 throughout; HASS's control: the same weights one epoch before the budget, continued on the same batches)"
     train="$eagle_train && bash scripts/train_long.sh hass_warm${ext:+ eagle2_ext}"
   fi
